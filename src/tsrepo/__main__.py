@@ -1,0 +1,3 @@
+from tsrepo.cli import main
+
+main()

@@ -1,0 +1,274 @@
+"""The build pipeline for one spec: export, verify, infer the signature, render, prove, write."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tsrepo import adapters, config, export, repository, signature, verify
+from tsrepo.errors import ExportError
+from tsrepo.spec import Kind, ModelSpec, RepoSpec
+
+Progress = Callable[[str], None]
+
+KIND_NAMES = {Kind.GPU: "KIND_GPU", Kind.CPU: "KIND_CPU"}
+PAST = {"script": "scripted", "trace": "traced", "file": "loaded"}
+
+
+@dataclass
+class PreparedModel:
+    spec: ModelSpec
+    module: torch.jit.ScriptModule
+    signature: signature.Signature
+    config: config.ModelConfig
+    config_text: str
+    model_bytes: bytes
+    export_mode: str
+    version: int
+    warnings: list[str] = field(default_factory=list)
+    checks: dict = field(default_factory=dict)  # what was verified, with errors measured
+
+    def files(self) -> repository.ModelFiles:
+        return repository.ModelFiles(
+            name=self.spec.name,
+            version=self.version,
+            config_text=self.config_text,
+            model_bytes=self.model_bytes,
+            meta={
+                "sha256": hashlib.sha256(self.model_bytes).hexdigest(),
+                "torch": torch.__version__,
+                "export": self.export_mode,
+                "file_format_version": _file_format_version(self.model_bytes),
+            },
+            shared_meta=metadata(self),
+        )
+
+
+@dataclass
+class BuildResult:
+    plan: repository.Plan
+    models: list[PreparedModel]
+    written: bool
+
+
+def _file_format_version(data: bytes) -> int | None:
+    """The TorchScript archive's file-format version (archive/version): what a loader must read."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for name in z.namelist():
+            if name.endswith("/version") and name.count("/") == 1:
+                return int(z.read(name).decode().strip())
+    return None
+
+
+def metadata(p: PreparedModel) -> dict:
+    """tsrepo.json: what validate and bench need and Triton's config cannot hold."""
+    return {
+        "tsrepo": 1,
+        "model": p.spec.name,
+        "max_batch_size": p.spec.max_batch_size,
+        "inputs": [
+            {
+                "name": s.name,
+                "argument": s.arg_index,
+                "dtype": s.dtype.name,
+                "shape": signature.dim_json(s.spec.shape),
+                **({"range": list(s.spec.range)} if s.spec.range else {}),
+            }
+            for s in p.signature.inputs
+        ],
+        "outputs": [{"name": o.name, "dtype": o.dtype.name, "dims": list(o.dims)} for o in p.signature.outputs],
+        "tolerance": {"rtol": p.spec.rtol, "atol": p.spec.atol},
+    }
+
+
+def _eager_forward_args(model) -> list[str]:
+    if isinstance(model, torch.jit.ScriptModule):
+        return [n for n, _ in adapters.forward_arguments(model)]
+    params = inspect.signature(model.forward).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _example(spec: ModelSpec, inputs: list[signature.InputSig], rng) -> tuple:
+    """A mid-sized example (batch 2 where allowed: tracing at batch 1 can freeze broadcasts)."""
+    shapes_all = signature.variants(tuple(s.spec for s in inputs))
+    shapes = shapes_all[len(shapes_all) // 2]
+    batch = min(spec.max_batch_size, 2) if spec.max_batch_size else 0
+    return verify.make_args(inputs, shapes, batch, rng)
+
+
+def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progress) -> PreparedModel:
+    rng = np.random.default_rng(spec.seed)
+    warnings: list[str] = []
+
+    # 1. Import (or load) the model and bind the spec's inputs to forward's arguments.
+    if spec.is_torchscript_file:
+        eager_model = export.load_torchscript(spec)
+    else:
+        progress(f"{spec.name}: importing {spec.source}")
+        eager_model = export.import_factory(spec)
+    inputs = list(signature.bind_inputs(spec, _eager_forward_args(eager_model)))
+    fwd_inputs = sorted(inputs, key=lambda s: s.arg_index)
+
+    # 2. Export.
+    if spec.is_torchscript_file:
+        exported = export.Exported(eager_model, None, "file")
+    else:
+        progress(f"{spec.name}: exporting ({spec.export.value})")
+        exported = export.export(spec, _example(spec, fwd_inputs, rng), eager_model)
+    warnings += exported.warnings
+    module = exported.module
+    forward_args = adapters.check_arguments(spec, module)
+    inputs = list(signature.bind_inputs(spec, forward_args))
+    fwd_inputs = sorted(inputs, key=lambda s: s.arg_index)
+
+    # 3. Outputs the backend can serve: wrap dicts and lists of tensors into a tuple.
+    kind = adapters.classify_return(spec, module)
+    readable = None
+    if kind != "direct":
+        if not spec.wrap_outputs:
+            raise adapters.ServingError(
+                f"{spec.where('wrap_outputs')}: forward returns {adapters.return_type(module)},"
+                " which the libtorch backend cannot serve; allow wrap_outputs or return a tuple"
+            )
+        probe = module(*_example(spec, fwd_inputs, rng))
+        keys = list(probe.keys()) if kind == "dict" else len(probe)
+        module = adapters.wrap(module, kind, keys)
+        readable = adapters.readable_output_names(keys) if kind == "dict" else None
+        warnings.append(
+            f"{spec.where()}: forward returns {adapters.return_type(exported.module)}; wrapped in an"
+            " adapter that returns a tuple"
+            + (f" ({', '.join(readable)})" if readable else "")
+        )
+
+    # 4. Verify against eager at every size, collect outputs for the signature.
+    progress(f"{spec.name}: verifying")
+    batches = [0] if spec.max_batch_size == 0 else sorted({1, min(spec.max_batch_size, 3)})
+    runs: list[tuple[int, list]] = []
+    checks: dict = {"runs": 0, "max_abs_error": 0.0, "max_rel_error": 0.0}
+    names: list[str] | None = None
+    for shapes in signature.variants(tuple(s.spec for s in fwd_inputs)):
+        for batch in batches:
+            args = verify.make_args(fwd_inputs, shapes, batch, rng)
+            try:
+                scripted_out = verify.run(module, args)
+            except Exception as e:  # the user's model failed on valid inputs
+                raise ExportError(
+                    f"{spec.where('inputs')}: the exported model fails on inputs of shapes"
+                    f" {[list(a.shape) for a in args]}: {str(e).strip().splitlines()[-1]}"
+                ) from None
+            if names is None:
+                names = signature.output_names(spec, len(scripted_out), readable)
+            if exported.eager is not None:
+                eager_out = verify.run(exported.eager, args)
+                c = verify.check_equal(
+                    spec,
+                    f"the {PAST[exported.mode]} and eager models",
+                    eager_out,
+                    scripted_out,
+                    names,
+                    f"input shapes {[list(a.shape) for a in args]}",
+                )
+                checks["max_abs_error"] = max(checks["max_abs_error"], c.max_abs)
+                checks["max_rel_error"] = max(checks["max_rel_error"], c.max_rel)
+            checks["runs"] += 1
+            runs.append((batch, scripted_out))
+    assert names is not None
+    if exported.mode == "trace" and len(runs) < 2:
+        warnings.append(
+            f"{spec.where()}: traced, and checked at one input size only (no dynamic dims and"
+            " max_batch_size < 2): control flow frozen by tracing could not be tested"
+        )
+    outputs = signature.infer_outputs(spec, runs, names)
+
+    # 5. Save, reload, compare.
+    model_bytes = export.save_bytes(module)
+    reloaded = export.load_bytes(model_bytes)
+    args = verify.make_args(fwd_inputs, signature.variants(tuple(s.spec for s in fwd_inputs))[0], batches[-1], rng)
+    verify.check_equal(
+        spec, "the saved-and-reloaded and in-memory models", verify.run(module, args), verify.run(reloaded, args), names, "reload"
+    )
+
+    # 6. Batch safety before dynamic batching.
+    batching = spec.dynamic_batching
+    if batching is not None and not spec.batch_safe:
+        warnings.append(
+            f"{spec.where('dynamic_batching')}: batch_safe = false, so dynamic batching is left out"
+        )
+        batching = None
+    if batching is not None and spec.max_batch_size >= 2:
+        shapes = signature.variants(tuple(s.spec for s in fwd_inputs))[0]
+        c = verify.check_batch_safe(spec, module, fwd_inputs, shapes, names, rng)
+        checks["batch_safe_max_abs_diff"] = c.max_abs
+
+    sig = signature.Signature(tuple(inputs), outputs, spec.max_batch_size)
+    version = spec.version or repository.next_version(root, spec.name)
+    cfg = model_config(spec, sig, batching)
+    origin = f"{root / spec.name / repository.CONFIG_FILE}"
+    text = config.render(cfg, templates)
+    parsed = config.prove(text, cfg, origin)
+    warnings += config.check_libtorch_rules(parsed, forward_args, origin)
+    return PreparedModel(
+        spec=spec,
+        module=module,
+        signature=sig,
+        config=cfg,
+        config_text=text,
+        model_bytes=model_bytes,
+        export_mode=exported.mode,
+        version=version,
+        warnings=warnings,
+        checks=checks,
+    )
+
+
+def model_config(spec: ModelSpec, sig: signature.Signature, batching) -> config.ModelConfig:
+    inputs = tuple(config.TensorConfig(s.name, s.dtype.triton, s.dims) for s in sig.inputs)
+    outputs = tuple(config.TensorConfig(o.name, o.dtype.triton, o.dims, o.reshape) for o in sig.outputs)
+    groups = tuple(config.InstanceGroupConfig(KIND_NAMES[g.kind], g.count, g.gpus) for g in spec.instance_groups)
+    warmup: tuple[config.WarmupConfig, ...] = ()
+    if spec.warmup is not None:
+        warm_inputs = tuple(
+            config.TensorConfig(s.name, s.dtype.triton, tuple(d.min for d in s.spec.shape)) for s in sig.inputs
+        )
+        bs = spec.warmup.batch_size if spec.max_batch_size else 0
+        warmup = (config.WarmupConfig(f"warmup_batch_{bs or 1}", bs, spec.warmup.count, warm_inputs),)
+    return config.ModelConfig(
+        name=spec.name,
+        max_batch_size=spec.max_batch_size,
+        inputs=inputs,
+        outputs=outputs,
+        instance_groups=groups,
+        dynamic_batching=batching,
+        parameters=spec.parameters,
+        warmup=warmup,
+        version_policy=spec.version_policy,
+    )
+
+
+def build(
+    repo_spec: RepoSpec,
+    out: Path,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+    templates: Path | None = None,
+    progress: Progress = lambda _msg: None,
+) -> BuildResult:
+    """Prepare every model first; write only when all of them passed."""
+    out = Path(out)
+    prepared = [prepare(m, out, templates, progress) for m in repo_spec.models]
+    p = repository.plan(out, [pm.files() for pm in prepared], force)
+    if dry_run:
+        return BuildResult(p, prepared, written=False)
+    progress(f"writing {out}")
+    repository.write(p, on_model=lambda name: progress(f"{name}: staged"))
+    return BuildResult(p, prepared, written=True)

@@ -1,0 +1,215 @@
+"""Typed model config -> Jinja2 template -> config.pbtxt text -> parsed back and proven.
+
+The rendered text is parsed with Triton's own schema (`model_config_pb2.ModelConfig`) and compared
+with a proto built straight from the typed config: a template that drops or garbles a field fails
+the build, not the server.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+from google.protobuf import text_encoding, text_format
+from tritonclient.grpc import model_config_pb2 as pb
+
+from tsrepo.errors import ConfigError
+from tsrepo.spec import BOOL_PARAMETERS, INT_PARAMETERS, DynamicBatching, VersionPolicy
+
+CONFIG_TEMPLATE = "config.pbtxt.j2"
+INDEX_NAME_RE = re.compile(r"^.+__(\d+)$")
+
+
+@dataclass(frozen=True)
+class TensorConfig:
+    name: str
+    data_type: str  # TYPE_*
+    dims: tuple[int, ...]
+    reshape: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
+class InstanceGroupConfig:
+    kind: str  # KIND_GPU | KIND_CPU
+    count: int
+    gpus: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class WarmupConfig:
+    name: str
+    batch_size: int
+    count: int
+    inputs: tuple[TensorConfig, ...]  # concrete dims; integer inputs get zero data
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    max_batch_size: int
+    inputs: tuple[TensorConfig, ...]
+    outputs: tuple[TensorConfig, ...]
+    instance_groups: tuple[InstanceGroupConfig, ...] = ()
+    dynamic_batching: DynamicBatching | None = None
+    parameters: tuple[tuple[str, str], ...] = ()
+    warmup: tuple[WarmupConfig, ...] = ()
+    version_policy: VersionPolicy | None = None
+    platform: str = "pytorch_libtorch"
+
+
+def pbstr(value: str) -> str:
+    """A protobuf text-format string literal: quotes, backslashes and newlines escaped."""
+    return '"' + text_encoding.CEscape(str(value), as_utf8=True) + '"'
+
+
+def templates_dir() -> Path:
+    """The shipped templates: the repository's top-level templates/ or the wheel's copy."""
+    repo = Path(__file__).resolve().parents[2] / "templates"
+    if (repo / CONFIG_TEMPLATE).is_file():
+        return repo
+    return Path(str(resources.files("tsrepo") / "templates"))
+
+
+def environment(folder: Path | None = None) -> jinja2.Environment:
+    folder = folder or templates_dir()
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(folder)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    env.filters["pbstr"] = pbstr
+    return env
+
+
+def render(config: ModelConfig, folder: Path | None = None) -> str:
+    env = environment(folder)
+    try:
+        template = env.get_template(CONFIG_TEMPLATE)
+    except jinja2.TemplateNotFound:
+        raise ConfigError(f"{folder}: no {CONFIG_TEMPLATE} in the templates folder") from None
+    except jinja2.TemplateSyntaxError as e:
+        raise ConfigError(f"{e.filename}:{e.lineno}: template syntax error: {e.message}") from None
+    try:
+        return template.render(model=config)
+    except jinja2.UndefinedError as e:
+        raise ConfigError(f"{template.filename}: uses an undefined value: {e.message}") from None
+
+
+def to_proto(config: ModelConfig) -> pb.ModelConfig:
+    m = pb.ModelConfig(name=config.name, platform=config.platform, max_batch_size=config.max_batch_size)
+    for t in config.inputs:
+        i = m.input.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
+        if t.reshape is not None:
+            i.reshape.SetInParent()
+            i.reshape.shape.extend(t.reshape)
+    for t in config.outputs:
+        o = m.output.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
+        if t.reshape is not None:
+            o.reshape.SetInParent()
+            o.reshape.shape.extend(t.reshape)
+    for g in config.instance_groups:
+        m.instance_group.add(
+            kind=pb.ModelInstanceGroup.Kind.Value(g.kind), count=g.count, gpus=list(g.gpus)
+        )
+    if config.dynamic_batching is not None:
+        m.dynamic_batching.SetInParent()
+        m.dynamic_batching.preferred_batch_size.extend(config.dynamic_batching.preferred_batch_size)
+        m.dynamic_batching.max_queue_delay_microseconds = config.dynamic_batching.max_queue_delay_microseconds
+    for key, value in config.parameters:
+        m.parameters[key].string_value = value
+    for w in config.warmup:
+        mw = m.model_warmup.add(name=w.name, batch_size=w.batch_size, count=w.count)
+        for t in w.inputs:
+            data = mw.inputs[t.name]
+            data.data_type = pb.DataType.Value(t.data_type)
+            data.dims.extend(t.dims)
+            if t.data_type in ("TYPE_FP16", "TYPE_FP32", "TYPE_FP64"):
+                data.random_data = True
+            else:
+                data.zero_data = True
+    if config.version_policy is not None:
+        vp = config.version_policy
+        if vp.kind == "latest":
+            m.version_policy.latest.num_versions = vp.values[0]
+        elif vp.kind == "all":
+            m.version_policy.all.SetInParent()
+        else:
+            m.version_policy.specific.versions.extend(vp.values)
+    return m
+
+
+def parse(text: str, origin: str) -> pb.ModelConfig:
+    try:
+        return text_format.Parse(text, pb.ModelConfig())
+    except text_format.ParseError as e:
+        raise ConfigError(f"{origin}: Triton's schema rejects the config: {e}") from None
+
+
+def prove(text: str, config: ModelConfig, origin: str) -> pb.ModelConfig:
+    """Parse rendered text and demand it equals the typed config, field by field."""
+    parsed = parse(text, origin)
+    expected = to_proto(config)
+    if parsed != expected:
+        got = text_format.MessageToString(parsed).splitlines()
+        want = text_format.MessageToString(expected).splitlines()
+        import difflib
+
+        diff = "\n".join(
+            list(difflib.unified_diff(want, got, "expected", "rendered", lineterm="", n=1))[:30]
+        )
+        raise ConfigError(
+            f"{origin}: the rendered config.pbtxt does not match the model's config"
+            f" (a template dropped or changed a field):\n{diff}"
+        )
+    # Protobuf drops zero values; the libtorch backend needs max_batch_size explicit in the file.
+    if not re.search(r"^\s*max_batch_size\s*:", text, re.MULTILINE):
+        raise ConfigError(f"{origin}: the rendered config.pbtxt has no max_batch_size line")
+    return parsed
+
+
+def check_libtorch_rules(parsed: pb.ModelConfig, forward_args: list[str], origin: str) -> list[str]:
+    """What the libtorch backend would refuse or silently misbind. Returns warnings."""
+    warnings: list[str] = []
+    if parsed.platform != "pytorch_libtorch" and parsed.backend != "pytorch":
+        raise ConfigError(f"{origin}: `platform` must be \"pytorch_libtorch\" (or backend \"pytorch\")")
+    names = [i.name for i in parsed.input]
+    if len(names) != len(forward_args):
+        raise ConfigError(
+            f"{origin}: `input`: configuration expects {len(names)} inputs, model provides"
+            f" {len(forward_args)}; list one input per forward argument"
+        )
+    if not set(names) <= set(forward_args):
+        indices = [INDEX_NAME_RE.match(n) for n in names]
+        if not all(indices):
+            raise ConfigError(
+                f"{origin}: `input` names {names} neither all equal forward's arguments"
+                f" ({forward_args}) nor all follow <name>__<index>; the backend would bind them in"
+                " config order, silently"
+            )
+        idx = sorted(int(m.group(1)) for m in indices)
+        if idx != list(range(len(names))):
+            raise ConfigError(f"{origin}: `input` indices {idx} must be 0..{len(names) - 1}, each once")
+    out_idx = [INDEX_NAME_RE.match(o.name) for o in parsed.output]
+    if any(out_idx) and not all(out_idx):
+        raise ConfigError(f"{origin}: `output` names mix <name>__<index> and other names")
+    if all(out_idx) and parsed.output:
+        idx = sorted(int(m.group(1)) for m in out_idx)
+        if idx != list(range(len(idx))):
+            raise ConfigError(f"{origin}: `output` indices {idx} must be 0..{len(idx) - 1}, each once")
+    for t in list(parsed.input) + list(parsed.output):
+        if not t.dims and not t.HasField("reshape"):
+            raise ConfigError(f"{origin}: tensor {t.name!r} has no dims")
+        if any(d == 0 or d < -1 for d in t.dims):
+            raise ConfigError(f"{origin}: tensor {t.name!r} has invalid dims {list(t.dims)}")
+    if parsed.HasField("dynamic_batching") and parsed.max_batch_size == 0:
+        raise ConfigError(f"{origin}: `dynamic_batching` needs max_batch_size > 0")
+    for key in parsed.parameters:
+        if key not in BOOL_PARAMETERS | INT_PARAMETERS:
+            raise ConfigError(f"{origin}: `parameters`: unknown key {key!r} (the backend ignores it)")
+    return warnings

@@ -1,0 +1,138 @@
+"""Small models for tests, each a factory the spec can name as `tsrepo_testmodels:<factory>`."""
+
+from __future__ import annotations
+
+from typing import Dict, List
+
+import torch
+from torch import nn
+
+
+class Linear(nn.Module):
+    def __init__(self, n_in: int = 4, n_out: int = 3):
+        super().__init__()
+        self.fc = nn.Linear(n_in, n_out)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def linear() -> nn.Module:
+    return Linear()
+
+
+class TwoInputs(nn.Module):
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return a * 2 + b
+
+
+def two_inputs() -> nn.Module:
+    return TwoInputs()
+
+
+class DictOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        return {"last_hidden_state": x * 1.5, "logits": self.fc(x)}
+
+
+def dict_out() -> nn.Module:
+    return DictOut()
+
+
+class ListOut(nn.Module):
+    def forward(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return [x + 1, x.sum(dim=1, keepdim=True)]
+
+
+def list_out() -> nn.Module:
+    return ListOut()
+
+
+class BatchNormalising(nn.Module):
+    """Mixes rows: normalises over the batch, so batching changes answers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - x.mean(dim=0, keepdim=True)) / (x.std(dim=0, keepdim=True) + 1e-3)
+
+
+def batch_normalising() -> nn.Module:
+    return BatchNormalising()
+
+
+class BFloat16Out(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(torch.bfloat16)
+
+
+def bfloat16_out() -> nn.Module:
+    return BFloat16Out()
+
+
+class NotBatchFirst(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.t()
+
+
+def not_batch_first() -> nn.Module:
+    return NotBatchFirst()
+
+
+class DataDependent(nn.Module):
+    """Scripts fine; tracing would freeze the branch."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] > 4:
+            return x[:, :4] * 2
+        return x * 3
+
+
+def data_dependent() -> nn.Module:
+    return DataDependent()
+
+
+class Unscriptable(nn.Module):
+    """Scripting fails (a set); tracing works and gives the same answers."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        keep = {0, 1}
+        return x * float(len(keep))
+
+
+def unscriptable() -> nn.Module:
+    return Unscriptable()
+
+
+class IntArg(nn.Module):
+    def forward(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        return x * k
+
+
+def int_arg() -> nn.Module:
+    return IntArg()
+
+
+def raises() -> nn.Module:
+    raise RuntimeError("weights file missing")
+
+
+def not_a_module():
+    return 42
+
+
+class Big(nn.Module):
+    """About 64 MB of weights: slow enough to kill a build while it writes."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4096, 4096)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(x)
+
+
+def big() -> nn.Module:
+    return Big()
