@@ -1,6 +1,21 @@
 #!/usr/bin/env bash
-# The main job end to end on a fresh machine: install, build the example repository.
+# The main job end to end on a fresh machine: install, build the example repository, serve it with a
+# real Triton locally, and stop it again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh
-.venv/bin/tsrepo build tsrepo.toml --out model_repository --force
+TSREPO=.venv/bin/tsrepo
+HTTP_PORT=${HTTP_PORT:-8000} GRPC_PORT=${GRPC_PORT:-8001} METRICS_PORT=${METRICS_PORT:-8002}
+
+$TSREPO build tsrepo.toml --out model_repository --force
+
+$TSREPO serve --repo model_repository --http-port "$HTTP_PORT" --grpc-port "$GRPC_PORT" \
+  --metrics-port "$METRICS_PORT" &
+SERVER=$!
+trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null || true' EXIT
+for _ in $(seq 1 300); do
+  if curl -fsS "http://127.0.0.1:$HTTP_PORT/v2/health/ready" >/dev/null 2>&1; then break; fi
+  kill -0 $SERVER 2>/dev/null || { echo "tsrepo serve exited" >&2; exit 1; }
+  sleep 0.5
+done
+curl -fsS -X POST "http://127.0.0.1:$HTTP_PORT/v2/repository/index"; echo

@@ -1,0 +1,70 @@
+"""Which official Triton container can load what the local torch exported.
+
+Triton's `py3` container of release YY.MM runs its PyTorch backend on the libtorch of the NGC
+PyTorch container of the same release. The versions below come from NVIDIA's Triton "Release
+Compatibility Matrix" (user-guide/docs/introduction/compatibility.html), whose Torch column carries
+the NGC build suffix `.nvYY.MM` naming the PyTorch container each libtorch comes from. Only
+releases whose version could be read there are listed; add newer ones as they are published.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+IMAGE = "nvcr.io/nvidia/tritonserver"
+
+# (Triton container release, PyTorch version of that release's libtorch)
+RELEASES: tuple[tuple[str, str], ...] = (
+    ("24.03", "2.3.0a0+40ec155e58"),
+    ("24.05", "2.4.0a0+07cecf4168"),
+    ("24.07", "2.4.0a0+3bcc3cddb5"),
+    ("24.10", "2.5.0a0+e000cf0ad9"),
+    ("24.11", "2.6.0a0+df5bbc09d1"),
+    ("25.01", "2.6.0a0+ecf3bae40a"),
+    ("25.04", "2.7.0a0+79aa17489c"),
+    ("25.05", "2.8.0a0+5228986c39"),
+    ("25.10", "2.9.0a0+145a3a7bda"),
+)
+
+# TorchScript archives record a file-format version (archive/version). Every libtorch 2.x reads
+# formats up to 0xA; tsrepo's exports (torch 2.13) write 3. Operators are not versioned in the
+# archive, so an operator added after the container's PyTorch still fails at load time: that is why
+# the torch version decides, and the file format is only checked as the stricter bound.
+MAX_READABLE_FILE_FORMAT = 0xA
+
+
+def _minor(version: str) -> tuple[int, int]:
+    m = re.match(r"(\d+)\.(\d+)", version)
+    if not m:
+        raise ValueError(f"not a torch version: {version!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+@dataclass(frozen=True)
+class Choice:
+    release: str
+    container_torch: str
+    image: str
+    warning: str | None
+
+
+def choose(exporting_torch: str, file_format: int | None = None) -> Choice:
+    """The oldest release whose PyTorch is at least the exporting one's (older releases need older
+    drivers: 25.x needs CUDA 12.8+/13 drivers), else the newest known release with a warning."""
+    wanted = _minor(exporting_torch)
+    for release, torch_version in RELEASES:
+        if _minor(torch_version) >= wanted:
+            warning = None
+            if file_format is not None and file_format > MAX_READABLE_FILE_FORMAT:
+                warning = f"the archives use TorchScript file format {file_format}, newer than libtorch reads"
+            return Choice(release, torch_version, f"{IMAGE}:{release}-py3", warning)
+    release, torch_version = RELEASES[-1]
+    warning = (
+        f"the models were exported with torch {exporting_torch}, newer than the PyTorch"
+        f" {torch_version} in the newest known Triton container ({release}); their archives use"
+        f" TorchScript file format {file_format if file_format is not None else '?'}, which it reads,"
+        " but operators added after its PyTorch would fail to load. Export with torch <="
+        f" {'.'.join(map(str, _minor(torch_version)))} for production, or check with `docker compose up`"
+    )
+    return Choice(release, torch_version, f"{IMAGE}:{release}-py3", warning)
