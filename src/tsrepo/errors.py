@@ -42,7 +42,9 @@ class ServeError(TsrepoError):
 
 
 class ClientError(TsrepoError):
-    """Talking to a running server failed."""
+    """Talking to a running server failed: a problem with the server, not the command line."""
+
+    exit_code = 1
 
 
 class ServerUnreachable(ClientError):

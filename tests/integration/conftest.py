@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import random
-import socket
 import subprocess
 from pathlib import Path
 
@@ -11,33 +9,12 @@ import pytest
 
 from tsrepo import build
 from tsrepo.serve import local
+from tsrepo.serve.ports import free_ports
 from tsrepo.spec import load_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
-
-
-def free_port() -> int:
-    """A free TCP port in 18000-18999 on 127.0.0.1."""
-    ports = list(range(18000, 19000))
-    random.shuffle(ports)
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port in 18000-18999")
-
-
-def free_ports() -> local.Ports:
-    chosen: set[int] = set()
-    while len(chosen) < 3:
-        chosen.add(free_port())
-    http, grpc, metrics = sorted(chosen)
-    return local.Ports(http, grpc, metrics)
 
 
 def stub_pids(marker: str) -> list[int]:

@@ -23,7 +23,9 @@ from tsrepo.errors import ServeError
 from tsrepo.serve import local
 from tsrepo.spec import load_spec
 
-from .conftest import free_ports, stub_pids
+from tsrepo.serve.ports import free_ports
+
+from .conftest import stub_pids
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

@@ -1,0 +1,247 @@
+"""The hot loop: KServe v2 requests over raw keep-alive HTTP/1.1 on asyncio, or gRPC aio.
+
+Each request body is encoded once (binary tensor extension) and the whole request (line, headers,
+body) is kept as one bytes object, so sending costs a single write. Responses are read by
+Content-Length and only their status is decoded. Completions are appended in the order they
+happen, so the end times are non-decreasing and windows are slices found by bisection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
+
+CONNECT_RETRY_S = 0.05
+
+
+@dataclass
+class Records:
+    """Every completed request: end time, latency (s), and whether it succeeded."""
+
+    ends: array = field(default_factory=lambda: array("d"))
+    latencies: array = field(default_factory=lambda: array("d"))
+    ok: array = field(default_factory=lambda: array("b"))
+    errors: Counter = field(default_factory=Counter)
+    error_ends: array = field(default_factory=lambda: array("d"))
+    last_success: float = 0.0
+    last_connection_error: float = 0.0
+
+    def add(self, end: float, latency: float, success: bool, kind: str | None = None) -> None:
+        self.ends.append(end)
+        self.latencies.append(latency)
+        self.ok.append(1 if success else 0)
+        if success:
+            self.last_success = end
+        else:
+            self.errors[kind or "error"] += 1
+            self.error_ends.append(end)
+            if kind in ("connection refused", "connection lost", "unreachable"):
+                self.last_connection_error = end
+
+
+class RequestFailed(Exception):
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+def http_requests(host: str, port: int, model: str, bodies: list[tuple[bytes, int]]) -> list[bytes]:
+    """Complete HTTP/1.1 requests (line + headers + body), one per pre-encoded body."""
+    out = []
+    for body, header_len in bodies:
+        head = (
+            f"POST /v2/models/{model}/infer HTTP/1.1\r\n"
+            f"Host: {host}:{port}\r\n"
+            "Content-Type: application/octet-stream\r\n"
+            f"Inference-Header-Content-Length: {header_len}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        out.append(head + body)
+    return out
+
+
+class HttpConnection:
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        try:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        except ConnectionRefusedError:
+            raise RequestFailed("connection refused") from None
+        except OSError:
+            raise RequestFailed("unreachable") from None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
+
+    async def send(self, raw: bytes) -> None:
+        if self.writer is None:
+            await self.open()
+        try:
+            self.writer.write(raw)
+            head = await self.reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            length = 0
+            lower = head.lower()
+            pos = lower.find(b"\r\ncontent-length:")
+            if pos >= 0:
+                end = lower.find(b"\r\n", pos + 2)
+                length = int(head[pos + 17 : end])
+            if length:
+                await self.reader.readexactly(length)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
+            self.close()
+            raise RequestFailed("connection lost") from None
+        if status != 200:
+            raise RequestFailed(f"HTTP {status}")
+
+
+class GrpcChannel:
+    """gRPC aio with a pre-built ModelInferRequest per input set."""
+
+    def __init__(self, url: str, model: str, inputs_list: list[dict]):
+        import grpc
+        from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+        from tsrepo.dtypes import BY_WIRE
+
+        wires = {d.numpy: d.wire for d in BY_WIRE.values()}
+        self.grpc = grpc
+        self.channel = grpc.aio.insecure_channel(
+            url, options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
+        )
+        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)
+        self.requests = []
+        for inputs in inputs_list:
+            req = service_pb2.ModelInferRequest(model_name=model)
+            for name, arr in inputs.items():
+                t = req.inputs.add(name=name, datatype=wires[str(arr.dtype)], shape=list(arr.shape))
+                del t  # the data travels in raw_input_contents, in input order
+                req.raw_input_contents.append(arr.tobytes())
+            self.requests.append(req)
+
+    async def send(self, index: int) -> None:
+        try:
+            await self.stub.ModelInfer(self.requests[index % len(self.requests)])
+        except self.grpc.aio.AioRpcError as e:
+            code = e.code()
+            if code == self.grpc.StatusCode.UNAVAILABLE:
+                raise RequestFailed("connection lost") from None
+            if code == self.grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise RequestFailed("timeout") from None
+            raise RequestFailed(f"gRPC {code.name}") from None
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+
+@dataclass
+class Target:
+    protocol: str
+    host: str
+    port: int
+    raw_requests: list[bytes]  # http
+    grpc: GrpcChannel | None = None
+
+
+async def _one(target: Target, conn: HttpConnection | None, index: int) -> None:
+    if target.protocol == "http":
+        await conn.send(target.raw_requests[index % len(target.raw_requests)])
+    else:
+        await target.grpc.send(index)
+
+
+async def closed_loop(target: Target, concurrency: int, records: Records, stop: asyncio.Event, deadline: float) -> None:
+    """`concurrency` users, each sending its next request as soon as the previous one returns."""
+
+    async def user(uid: int) -> None:
+        conn = HttpConnection(target.host, target.port) if target.protocol == "http" else None
+        i = uid
+        perf = time.perf_counter
+        while not stop.is_set() and perf() < deadline:
+            t0 = perf()
+            try:
+                await _one(target, conn, i)
+                t1 = perf()
+                records.add(t1, t1 - t0, True)
+            except RequestFailed as e:
+                t1 = perf()
+                records.add(t1, t1 - t0, False, e.kind)
+                if e.kind in ("connection refused", "connection lost", "unreachable"):
+                    await asyncio.sleep(CONNECT_RETRY_S)
+            i += concurrency
+        if conn:
+            conn.close()
+
+    await asyncio.gather(*(user(u) for u in range(concurrency)))
+
+
+async def open_loop(
+    target: Target, rate: float, records: Records, stop: asyncio.Event, deadline: float,
+    poisson: bool = False, max_outstanding: int = 1024, seed: int = 0,
+) -> None:
+    """Send at scheduled times regardless of answers; latency counts from the scheduled time, so a
+    server that falls behind shows its queueing (no coordinated omission)."""
+    rng = random.Random(seed)
+    idle: list[HttpConnection] = []
+    outstanding = 0
+    done = asyncio.Event()
+    perf = time.perf_counter
+
+    async def request(scheduled: float, index: int) -> None:
+        nonlocal outstanding
+        conn = None
+        if target.protocol == "http":
+            conn = idle.pop() if idle else HttpConnection(target.host, target.port)
+        try:
+            await _one(target, conn, index)
+            t1 = perf()
+            records.add(t1, t1 - scheduled, True)
+        except RequestFailed as e:
+            t1 = perf()
+            records.add(t1, t1 - scheduled, False, e.kind)
+        finally:
+            if conn is not None and conn.writer is not None:
+                idle.append(conn)
+            outstanding -= 1
+            if outstanding == 0:
+                done.set()
+
+    tasks = set()
+    next_time = perf()
+    index = 0
+    while not stop.is_set() and next_time < deadline:
+        now = perf()
+        if next_time > now:
+            await asyncio.sleep(next_time - now)
+            continue
+        if outstanding >= max_outstanding:
+            # Bounded memory: the request is still due at next_time, and its latency will say so.
+            await asyncio.sleep(0.001)
+            continue
+        outstanding += 1
+        done.clear()
+        task = asyncio.ensure_future(request(next_time, index))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        index += 1
+        gap = rng.expovariate(rate) if poisson else 1.0 / rate
+        next_time += gap
+    # Let in-flight requests finish (bounded by the deadline's grace period).
+    if outstanding:
+        try:
+            await asyncio.wait_for(done.wait(), timeout=max(0.1, deadline + 5 - perf()))
+        except asyncio.TimeoutError:
+            for t in list(tasks):
+                t.cancel()
+    for c in idle:
+        c.close()
