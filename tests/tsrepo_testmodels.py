@@ -136,3 +136,17 @@ class Big(nn.Module):
 
 def big() -> nn.Module:
     return Big()
+
+
+class DataDependentUnscriptable(nn.Module):
+    """Does not script (a lambda); traced, its branch on the width freezes."""
+
+    def forward(self, x):
+        double = lambda t: t * 2  # noqa: E731
+        if x.shape[1] > 4:
+            return double(x[:, :4])
+        return x * 3
+
+
+def data_dependent_unscriptable() -> nn.Module:
+    return DataDependentUnscriptable()

@@ -1,4 +1,4 @@
-"""Turn TorchScript failures into a few located lines instead of a 100-line dump."""
+"""Read TorchScript's error text: its sentences and the source line it points at."""
 
 from __future__ import annotations
 
@@ -32,19 +32,3 @@ def locate(text: str) -> tuple[str, int, str] | None:
             # TorchScript reports the line it underlines; the block above it is only context.
             return current[0], current[1], lines[i - 1].strip()
     return None
-
-
-def explain_script_error(exc: BaseException, model=None) -> str:
-    """A short, located summary of a torch.jit.script failure."""
-    text = str(exc)
-    msg = _message_lines(text)
-    headline = msg[0] if msg else type(exc).__name__
-    if len(msg) > 1 and len(headline) < 60:
-        headline = f"{headline} {msg[1]}"
-    where = locate(text)
-    parts = []
-    if where:
-        file, line, code = where
-        parts.append(f"  {file}:{line}: {code}")
-    parts.append(f"  TorchScript: {headline}")
-    return "\n".join(parts)

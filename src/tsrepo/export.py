@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tsrepo import diagnose
 from tsrepo.errors import ExportError
 from tsrepo.spec import ExportMode, ModelSpec
 
@@ -124,8 +123,11 @@ def script(spec: ModelSpec, model: nn.Module) -> torch.jit.ScriptModule:
     try:
         return torch.jit.script(model)
     except Exception as e:
+        from tsrepo.doctor import explain_failure
+
         raise ExportError(
-            f"{spec.where('export')}: torch.jit.script failed.\n{diagnose.explain_script_error(e, model)}"
+            f"{spec.where('export')}: torch.jit.script failed (`tsrepo doctor` explains each finding"
+            f" with a before/after):\n{explain_failure(model, e)}"
         ) from None
 
 

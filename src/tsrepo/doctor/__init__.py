@@ -1,0 +1,206 @@
+"""tsrepo doctor: make TorchScript failures explain themselves.
+
+Two layers: a static pass over the source of every method TorchScript would compile (all findings
+at once, exactly located), and translation of torch.jit.script's own exception onto the same
+classes. With example inputs it also checks the scripted (or traced) model against eager.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from tsrepo.doctor.catalogue import KINDS
+from tsrepo.doctor.static import Finding, analyse
+from tsrepo.doctor.translate import translate
+
+
+SILENT_KINDS = {"TS13"}
+
+
+@dataclass
+class Report:
+    model: str
+    findings: list[Finding] = field(default_factory=list)
+    scripted: bool = False
+    traced: bool = False
+    compared: bool = False
+    max_abs_error: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings and (self.scripted or self.traced)
+
+    def to_json(self) -> dict:
+        return {
+            "model": self.model,
+            "ok": self.ok,
+            "scripted": self.scripted,
+            "traced": self.traced,
+            "compared_with_eager": self.compared,
+            "max_abs_error": self.max_abs_error,
+            "notes": self.notes,
+            "findings": [f.to_json() for f in self.findings],
+        }
+
+
+def _library_file(path: str) -> bool:
+    """Source of torch or the standard library: where TorchScript's error can point, but users don't edit."""
+    import sysconfig
+
+    roots = [str(Path(torch.__file__).resolve().parent), sysconfig.get_paths()["stdlib"]]
+    try:
+        resolved = str(Path(path).resolve())
+    except OSError:
+        return False
+    return any(resolved.startswith(r) for r in roots)
+
+
+def merge(static: list[Finding], translated: Finding | None) -> list[Finding]:
+    """Static findings, plus TorchScript's own error where the static pass did not already explain it.
+
+    TorchScript stops at its first error; when the static pass found something, an error without a
+    location or located inside torch / the standard library is that same problem seen from inside.
+    """
+    out = list(static)
+    if translated is not None:
+        on_line = [f for f in static if f.file == translated.file and f.line == translated.line]
+        elsewhere = translated.line == 0 or _library_file(translated.file)
+        if not on_line and not (elsewhere and static):
+            out.append(translated)
+    return sorted(set(out), key=lambda f: (f.file, f.line, f.col, f.kind, f.detail))
+
+
+def script_findings(model: nn.Module) -> tuple[torch.jit.ScriptModule | None, list[Finding]]:
+    """Script the model; return it (or None) and every finding, static and translated."""
+    static = analyse(model)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            scripted = torch.jit.script(model)
+    except Exception as e:  # any scripting failure is a finding, never a crash
+        return None, merge(static, translate(e))
+    # It scripted: compile-time classes were false alarms (TorchScript can, say, compile a user class
+    # held in a list). Only an unannotated argument scripts and still goes wrong (typed as Tensor).
+    return scripted, [f for f in static if f.kind in SILENT_KINDS]
+
+
+def format_finding(f: Finding, verbose: bool = False) -> str:
+    k = KINDS[f.kind]
+    where = f"{f.file}:{f.line}:{f.col}" if f.line else f.file
+    lines = [f"{where}: {f.kind} {k.name}: {f.code}" if f.code else f"{where}: {f.kind} {k.name}"]
+    lines.append(f"    {f.detail}. {k.cause} Fix: {k.fix}")
+    if verbose:
+        if k.before:
+            lines.append("    before:")
+            lines += [f"      {line}" for line in k.before.splitlines()]
+            lines.append("    after:")
+            lines += [f"      {line}" for line in k.after.splitlines()]
+        lines.append(f"    see: TorchScript language reference, {k.reference}")
+    return "\n".join(lines)
+
+
+def explain_failure(model: nn.Module, exc: BaseException) -> str:
+    """What `tsrepo build` prints when scripting fails: the findings, short."""
+    findings = merge(analyse(model), translate(exc))
+    return "\n".join(format_finding(f) for f in findings)
+
+
+def check(spec, allow_trace: bool = False) -> Report:
+    """Diagnose one model of a spec: static pass, scripting, and with inputs a comparison with eager."""
+    from tsrepo import export, signature, verify
+    from tsrepo.errors import TsrepoError, VerifyError
+    from tsrepo.spec import ExportMode
+
+    report = Report(spec.name)
+    if spec.is_torchscript_file:
+        export.load_torchscript(spec)
+        report.scripted = True
+        report.notes.append("the source is already TorchScript; nothing to script")
+        return report
+    model = export.import_factory(spec)
+    scripted, report.findings = script_findings(model)
+    report.scripted = scripted is not None
+    if not spec.inputs:
+        return report
+    forward_args = [n for n in _forward_args(model)]
+    inputs = sorted(signature.bind_inputs(spec, forward_args), key=lambda s: s.arg_index)
+    rng = np.random.default_rng(spec.seed)
+    candidate = scripted
+    allow_trace = allow_trace or spec.export in (ExportMode.AUTO, ExportMode.TRACE)
+    if candidate is None and allow_trace:
+        shapes_all = signature.variants(tuple(s.spec for s in inputs))
+        batch = min(spec.max_batch_size, 2) if spec.max_batch_size else 0
+        example = verify.make_args(inputs, shapes_all[len(shapes_all) // 2], batch, rng)
+        try:
+            candidate, tracer_warnings = _trace(model, example)
+        except TsrepoError as e:
+            report.notes.append(str(e))
+            return report
+        report.traced = True
+        report.findings += tracer_warnings
+    if candidate is None:
+        return report
+    batches = [0] if spec.max_batch_size == 0 else sorted({1, min(spec.max_batch_size, 3)})
+    worst = 0.0
+    names = None
+    for shapes in signature.variants(tuple(s.spec for s in inputs)):
+        for batch in batches:
+            args = verify.make_args(inputs, shapes, batch, rng)
+            eager = verify.run(model, args)
+            try:
+                got = verify.run(candidate, args)
+            except Exception as e:  # the exported model failed on valid inputs
+                report.findings.append(_divergence(report, f"fails at input shapes {[list(a.shape) for a in args]}: {str(e).strip().splitlines()[-1]}"))
+                return report
+            names = names or [f"output {i}" for i in range(len(eager))]
+            try:
+                c = verify.check_equal(spec, "exported and eager", eager, got, names, f"shapes {[list(a.shape) for a in args]}")
+            except VerifyError as e:
+                report.findings.append(_divergence(report, str(e).split(": ", 2)[-1]))
+                return report
+            worst = max(worst, c.max_abs)
+    report.compared = True
+    report.max_abs_error = worst
+    return report
+
+
+def _divergence(report: Report, detail: str) -> Finding:
+    kind = "TR02" if report.traced else "TS00"
+    return Finding("<model>", 0, 0, kind, "", detail)
+
+
+def _forward_args(model: nn.Module) -> list[str]:
+    import inspect
+
+    params = inspect.signature(model.forward).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _trace(model: nn.Module, example: tuple):
+    """Trace and turn TracerWarnings into located findings."""
+    from tsrepo.errors import ExportError
+
+    with warnings.catch_warnings(record=True) as records:
+        warnings.simplefilter("always", torch.jit.TracerWarning)
+        try:
+            with torch.no_grad():
+                traced = torch.jit.trace(model, example, check_trace=False, strict=False)
+        except Exception as e:
+            raise ExportError(f"tracing failed too: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from None
+    found = set()
+    for r in records:
+        if issubclass(r.category, torch.jit.TracerWarning):
+            code = ""
+            try:
+                code = Path(r.filename).read_text().splitlines()[r.lineno - 1].strip()
+            except (OSError, IndexError):
+                pass
+            found.add(Finding(r.filename, r.lineno, 1, "TR01", code, str(r.message).splitlines()[0]))
+    return traced, sorted(found)
