@@ -27,8 +27,12 @@ TSREPO = [sys.executable, "-m", "tsrepo"]
 
 def build_once(out: Path) -> tuple[float, float]:
     t0 = time.perf_counter()
-    proc = subprocess.Popen([*TSREPO, "build", str(ROOT / "tsrepo.toml"), "--out", str(out), "--force"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    proc = subprocess.Popen(
+        [*TSREPO, "build", str(ROOT / "tsrepo.toml"), "--out", str(out), "--force"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     _, status, usage = os.wait4(proc.pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     return time.perf_counter() - t0, usage.ru_maxrss / 1024.0  # MiB
@@ -55,9 +59,22 @@ def serve_once(repo: Path) -> tuple[float, float, int]:
 
     ports = free_ports()
     t0 = time.perf_counter()
-    proc = subprocess.Popen([*TSREPO, "serve", "--repo", str(repo), "--http-port", str(ports.http),
-                             "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            *TSREPO,
+            "serve",
+            "--repo",
+            str(repo),
+            "--http-port",
+            str(ports.http),
+            "--grpc-port",
+            str(ports.grpc),
+            "--metrics-port",
+            str(ports.metrics),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{ports.http}/v2/health/ready"
     while True:
         try:
@@ -70,9 +87,12 @@ def serve_once(repo: Path) -> tuple[float, float, int]:
         time.sleep(0.05)
     ready = time.perf_counter() - t0
     time.sleep(1.0)  # let the stubs settle
-    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True).stdout
-    server_pid = next(int(line.split()[0]) for line in out.splitlines()
-                      if "bin/tritonserver" in line and f"--http-port={ports.http}" in line)
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,args="], capture_output=True, text=True, check=True).stdout
+    server_pid = next(
+        int(line.split()[0])
+        for line in out.splitlines()
+        if "bin/tritonserver" in line and f"--http-port={ports.http}" in line
+    )
     rss, procs = group_rss_mib(os.getpgid(server_pid))
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
@@ -86,12 +106,16 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tsrepo-costs-"))
     builds = [build_once(work / "repo") for _ in range(args.runs)]
     serves = [serve_once(work / "repo") for _ in range(args.runs)]
-    print(f"build (3 example models), {args.runs} runs: median {statistics.median(b[0] for b in builds):.2f} s"
-          f" (min {min(b[0] for b in builds):.2f}, max {max(b[0] for b in builds):.2f}),"
-          f" peak RSS {max(b[1] for b in builds):.0f} MiB")
-    print(f"serve to ready (3 models), {args.runs} runs: median {statistics.median(s[0] for s in serves):.2f} s"
-          f" (min {min(s[0] for s in serves):.2f}, max {max(s[0] for s in serves):.2f}),"
-          f" RSS of tritonserver + stubs {statistics.median(s[1] for s in serves):.0f} MiB in {serves[0][2]} processes")
+    print(
+        f"build (3 example models), {args.runs} runs: median {statistics.median(b[0] for b in builds):.2f} s"
+        f" (min {min(b[0] for b in builds):.2f}, max {max(b[0] for b in builds):.2f}),"
+        f" peak RSS {max(b[1] for b in builds):.0f} MiB"
+    )
+    print(
+        f"serve to ready (3 models), {args.runs} runs: median {statistics.median(s[0] for s in serves):.2f} s"
+        f" (min {min(s[0] for s in serves):.2f}, max {max(s[0] for s in serves):.2f}),"
+        f" RSS of tritonserver + stubs {statistics.median(s[1] for s in serves):.0f} MiB in {serves[0][2]} processes"
+    )
     return 0
 
 

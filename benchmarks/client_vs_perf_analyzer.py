@@ -36,8 +36,22 @@ def perf_analyzer() -> tuple[Path, dict]:
     if not binary.exists():
         CACHE.mkdir(parents=True, exist_ok=True)
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
-             "--platform", "manylinux1_x86_64", "--python-version", "3.11", "tritonclient==2.40.0", "-d", str(CACHE)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--platform",
+                "manylinux1_x86_64",
+                "--python-version",
+                "3.11",
+                "tritonclient==2.40.0",
+                "-d",
+                str(CACHE),
+            ],
             check=True,
         )
         wheel = next(CACHE.glob("tritonclient-2.40.0-*manylinux1_x86_64.whl"))
@@ -105,9 +119,11 @@ def main() -> int:
 
     sample = modelinfo.load(repo, args.model).sample(np.random.default_rng(0), 1, "mid")
     np.savez(work / "inputs.npz", **{k: v[0] for k, v in sample.items()})
-    (work / "inputs.json").write_text(json.dumps(
-        {"data": [{k: {"content": v[0].ravel().tolist(), "shape": list(v.shape[1:])} for k, v in sample.items()}]}
-    ))
+    (work / "inputs.json").write_text(
+        json.dumps(
+            {"data": [{k: {"content": v[0].ravel().tolist(), "shape": list(v.shape[1:])} for k, v in sample.items()}]}
+        )
+    )
     rows: dict[int, dict[str, list[float]]] = {lvl: {} for lvl in levels}
     try:
         for rnd in range(args.rounds):
@@ -116,23 +132,64 @@ def main() -> int:
                     before = server_requests(server.http_url, args.model)
                     if client == "tsrepo":
                         out_json = work / f"ts-{lvl}-{rnd}.json"
-                        rc, cpu, log = timed([
-                            sys.executable, "-m", "tsrepo", "bench", args.model, "--url", url,
-                            "--protocol", args.protocol, "--repo", str(repo), "--concurrency", str(lvl),
-                            "--window", str(args.window), "--max-windows", "10", "--stability", str(args.stability),
-                            "--warmup", "1", "--input-data", str(work / "inputs.npz"), "--json", str(out_json),
-                        ])
+                        rc, cpu, log = timed(
+                            [
+                                sys.executable,
+                                "-m",
+                                "tsrepo",
+                                "bench",
+                                args.model,
+                                "--url",
+                                url,
+                                "--protocol",
+                                args.protocol,
+                                "--repo",
+                                str(repo),
+                                "--concurrency",
+                                str(lvl),
+                                "--window",
+                                str(args.window),
+                                "--max-windows",
+                                "10",
+                                "--stability",
+                                str(args.stability),
+                                "--warmup",
+                                "1",
+                                "--input-data",
+                                str(work / "inputs.npz"),
+                                "--json",
+                                str(out_json),
+                            ]
+                        )
                         level = json.loads(out_json.read_text())["levels"][0]
                         tput, p50 = level["throughput_infer_per_s"], level["latency_ms"]["p50"]
                     else:
                         out_csv = work / f"pa-{lvl}-{rnd}.csv"
                         for _attempt in range(3):  # perf_analyzer writes nothing when it does not stabilise
-                            rc, cpu, log = timed([
-                                str(pa), "-m", args.model, "-u", url, "-i", args.protocol,
-                                "--concurrency-range", str(lvl), "--measurement-interval", str(int(args.window * 1000)),
-                                "--stability-percentage", f"{args.stability:g}", "--max-trials", "10", "-f", str(out_csv),
-                                "--input-data", str(work / "inputs.json"),
-                            ], env=pa_env)
+                            rc, cpu, log = timed(
+                                [
+                                    str(pa),
+                                    "-m",
+                                    args.model,
+                                    "-u",
+                                    url,
+                                    "-i",
+                                    args.protocol,
+                                    "--concurrency-range",
+                                    str(lvl),
+                                    "--measurement-interval",
+                                    str(int(args.window * 1000)),
+                                    "--stability-percentage",
+                                    f"{args.stability:g}",
+                                    "--max-trials",
+                                    "10",
+                                    "-f",
+                                    str(out_csv),
+                                    "--input-data",
+                                    str(work / "inputs.json"),
+                                ],
+                                env=pa_env,
+                            )
                             if rc == 0:
                                 break
                             print(f"perf_analyzer: {log.strip().splitlines()[-1]} (retrying)", file=sys.stderr)
@@ -144,16 +201,31 @@ def main() -> int:
                     r.setdefault(f"{client}_tput", []).append(tput)
                     r.setdefault(f"{client}_p50", []).append(p50)
                     r.setdefault(f"{client}_cpu", []).append(cpu / max(sent, 1) * 1000)
-                    print(f"round {rnd + 1} c={lvl:<3} {client:<13} {tput:8.1f} infer/s  p50 {p50:6.2f} ms"
-                          f"  cpu {cpu:5.2f} s for {sent} requests", file=sys.stderr)
+                    print(
+                        f"round {rnd + 1} c={lvl:<3} {client:<13} {tput:8.1f} infer/s  p50 {p50:6.2f} ms"
+                        f"  cpu {cpu:5.2f} s for {sent} requests",
+                        file=sys.stderr,
+                    )
     finally:
         server.stop()
 
     med = statistics.median
-    print(f"\nmodel {args.model}, {args.protocol}, window {args.window:g} s, stability {args.stability:g}%,"
-          f" median of {args.rounds} rounds\n")
-    header = ("concurrency", "tsrepo infer/s", "pa infer/s", "tput ratio", "tsrepo p50 ms", "pa p50 ms",
-              "p50 ratio", "tsrepo cpu s/1k", "pa cpu s/1k", "cpu ratio")
+    print(
+        f"\nmodel {args.model}, {args.protocol}, window {args.window:g} s, stability {args.stability:g}%,"
+        f" median of {args.rounds} rounds\n"
+    )
+    header = (
+        "concurrency",
+        "tsrepo infer/s",
+        "pa infer/s",
+        "tput ratio",
+        "tsrepo p50 ms",
+        "pa p50 ms",
+        "p50 ratio",
+        "tsrepo cpu s/1k",
+        "pa cpu s/1k",
+        "cpu ratio",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     ok = True
@@ -163,9 +235,11 @@ def main() -> int:
         p_ratio = med(r["tsrepo_p50"]) / med(r["perf_analyzer_p50"])
         c_ratio = med(r["tsrepo_cpu"]) / med(r["perf_analyzer_cpu"])
         ok &= t_ratio >= 0.95 and abs(p_ratio - 1) <= 0.10 and c_ratio <= 1.5
-        print(f"| {lvl} | {med(r['tsrepo_tput']):.1f} | {med(r['perf_analyzer_tput']):.1f} | {t_ratio:.3f} |"
-              f" {med(r['tsrepo_p50']):.2f} | {med(r['perf_analyzer_p50']):.2f} | {p_ratio:.3f} |"
-              f" {med(r['tsrepo_cpu']):.3f} | {med(r['perf_analyzer_cpu']):.3f} | {c_ratio:.2f} |")
+        print(
+            f"| {lvl} | {med(r['tsrepo_tput']):.1f} | {med(r['perf_analyzer_tput']):.1f} | {t_ratio:.3f} |"
+            f" {med(r['tsrepo_p50']):.2f} | {med(r['perf_analyzer_p50']):.2f} | {p_ratio:.3f} |"
+            f" {med(r['tsrepo_cpu']):.3f} | {med(r['perf_analyzer_cpu']):.3f} | {c_ratio:.2f} |"
+        )
     print(f"\ntargets (throughput >= 0.95x, p50 within 10%, cpu <= 1.5x): {'met' if ok else 'NOT met'}")
     return 0
 

@@ -11,4 +11,5 @@ if ! command -v docker-compose >/dev/null 2>&1; then
     echo "docker-compose is missing: sudo apt-get install docker-compose" >&2
   fi
 fi
+.venv/bin/ruff check src tests benchmarks examples
 exec .venv/bin/python -m pytest "$@"

@@ -170,7 +170,7 @@ class DictKey(nn.Module):
 class DictKeyFixed(DictKey):
     def forward(self, x: Tensor) -> Tensor:
         out = x
-        for name, head in self.heads.items():
+        for _name, head in self.heads.items():
             out = out + head(x)
         return out
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,13 +89,6 @@ def metadata(p: PreparedModel) -> dict:
     }
 
 
-def _eager_forward_args(model) -> list[str]:
-    if isinstance(model, torch.jit.ScriptModule):
-        return [n for n, _ in adapters.forward_arguments(model)]
-    params = inspect.signature(model.forward).parameters.values()
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
 def _example(spec: ModelSpec, inputs: list[signature.InputSig], rng) -> tuple:
     """A mid-sized example (batch 2 where allowed: tracing at batch 1 can freeze broadcasts)."""
     shapes_all = signature.variants(tuple(s.spec for s in inputs))
@@ -115,7 +107,7 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
     else:
         progress(f"{spec.name}: importing {spec.source}")
         eager_model = export.import_factory(spec)
-    inputs = list(signature.bind_inputs(spec, _eager_forward_args(eager_model)))
+    inputs = list(signature.bind_inputs(spec, export.forward_argument_names(eager_model)))
     fwd_inputs = sorted(inputs, key=lambda s: s.arg_index)
 
     # 2. Export.
@@ -145,8 +137,7 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
         readable = adapters.readable_output_names(keys) if kind == "dict" else None
         warnings.append(
             f"{spec.where()}: forward returns {adapters.return_type(exported.module)}; wrapped in an"
-            " adapter that returns a tuple"
-            + (f" ({', '.join(readable)})" if readable else "")
+            " adapter that returns a tuple" + (f" ({', '.join(readable)})" if readable else "")
         )
 
     # 4. Verify against eager at every size, collect outputs for the signature.
@@ -194,15 +185,18 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
     reloaded = export.load_bytes(model_bytes)
     args = verify.make_args(fwd_inputs, signature.variants(tuple(s.spec for s in fwd_inputs))[0], batches[-1], rng)
     verify.check_equal(
-        spec, "the saved-and-reloaded and in-memory models", verify.run(module, args), verify.run(reloaded, args), names, "reload"
+        spec,
+        "the saved-and-reloaded and in-memory models",
+        verify.run(module, args),
+        verify.run(reloaded, args),
+        names,
+        "reload",
     )
 
     # 6. Batch safety before dynamic batching.
     batching = spec.dynamic_batching
     if batching is not None and not spec.batch_safe:
-        warnings.append(
-            f"{spec.where('dynamic_batching')}: batch_safe = false, so dynamic batching is left out"
-        )
+        warnings.append(f"{spec.where('dynamic_batching')}: batch_safe = false, so dynamic batching is left out")
         batching = None
     if batching is not None and spec.max_batch_size >= 2:
         shapes = signature.variants(tuple(s.spec for s in fwd_inputs))[0]

@@ -114,9 +114,7 @@ def to_proto(config: ModelConfig) -> pb.ModelConfig:
             o.reshape.SetInParent()
             o.reshape.shape.extend(t.reshape)
     for g in config.instance_groups:
-        m.instance_group.add(
-            kind=pb.ModelInstanceGroup.Kind.Value(g.kind), count=g.count, gpus=list(g.gpus)
-        )
+        m.instance_group.add(kind=pb.ModelInstanceGroup.Kind.Value(g.kind), count=g.count, gpus=list(g.gpus))
     if config.dynamic_batching is not None:
         m.dynamic_batching.SetInParent()
         m.dynamic_batching.preferred_batch_size.extend(config.dynamic_batching.preferred_batch_size)
@@ -160,9 +158,7 @@ def prove(text: str, config: ModelConfig, origin: str) -> pb.ModelConfig:
         want = text_format.MessageToString(expected).splitlines()
         import difflib
 
-        diff = "\n".join(
-            list(difflib.unified_diff(want, got, "expected", "rendered", lineterm="", n=1))[:30]
-        )
+        diff = "\n".join(list(difflib.unified_diff(want, got, "expected", "rendered", lineterm="", n=1))[:30])
         raise ConfigError(
             f"{origin}: the rendered config.pbtxt does not match the model's config"
             f" (a template dropped or changed a field):\n{diff}"
@@ -177,7 +173,7 @@ def check_libtorch_rules(parsed: pb.ModelConfig, forward_args: list[str], origin
     """What the libtorch backend would refuse or silently misbind. Returns warnings."""
     warnings: list[str] = []
     if parsed.platform != "pytorch_libtorch" and parsed.backend != "pytorch":
-        raise ConfigError(f"{origin}: `platform` must be \"pytorch_libtorch\" (or backend \"pytorch\")")
+        raise ConfigError(f'{origin}: `platform` must be "pytorch_libtorch" (or backend "pytorch")')
     names = [i.name for i in parsed.input]
     if len(names) != len(forward_args):
         raise ConfigError(

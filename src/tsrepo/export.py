@@ -66,8 +66,7 @@ def import_factory(spec: ModelSpec) -> nn.Module:
             ) from None
         except Exception as e:  # the user's module raised while importing
             raise ExportError(
-                f"{spec.where('source')}: importing {module_name!r} raised"
-                f" {type(e).__name__}: {e}{_user_frame(e)}"
+                f"{spec.where('source')}: importing {module_name!r} raised {type(e).__name__}: {e}{_user_frame(e)}"
             ) from None
         target = module
         for part in attr.split("."):
@@ -84,8 +83,7 @@ def import_factory(spec: ModelSpec) -> nn.Module:
             model = target() if not isinstance(target, nn.Module) else target
         except Exception as e:
             raise ExportError(
-                f"{spec.where('source')}: the factory {spec.source!r} raised"
-                f" {type(e).__name__}: {e}{_user_frame(e)}"
+                f"{spec.where('source')}: the factory {spec.source!r} raised {type(e).__name__}: {e}{_user_frame(e)}"
             ) from None
     if not isinstance(model, nn.Module):
         raise ExportError(
@@ -131,24 +129,49 @@ def script(spec: ModelSpec, model: nn.Module) -> torch.jit.ScriptModule:
         ) from None
 
 
-def trace(spec: ModelSpec, model: nn.Module, example: tuple) -> tuple[torch.jit.ScriptModule, list[str]]:
-    caught: list[str] = []
+@dataclass(frozen=True)
+class TracerNote:
+    """A TracerWarning: something tracing froze, and where."""
+
+    file: str
+    line: int
+    message: str
+
+
+def trace_recording(model: nn.Module, example: tuple) -> tuple[torch.jit.ScriptModule, list[TracerNote]]:
+    """torch.jit.trace, keeping its TracerWarnings (sorted, deduplicated). Raises what trace raises."""
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always", torch.jit.TracerWarning)
-        try:
-            with torch.no_grad():
-                traced = torch.jit.trace(model, example, check_trace=False, strict=False)
-        except Exception as e:
-            msg = str(e).strip().splitlines()
-            raise ExportError(
-                f"{spec.where('export')}: torch.jit.trace failed: {type(e).__name__}:"
-                f" {msg[0] if msg else ''}{_user_frame(e)}"
-            ) from None
-    for r in records:
-        if issubclass(r.category, torch.jit.TracerWarning):
-            text = str(r.message).splitlines()[0]
-            caught.append(f"{Path(r.filename).name}:{r.lineno}: {text}")
-    return traced, sorted(set(caught))
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example, check_trace=False, strict=False)
+    notes = {
+        TracerNote(r.filename, r.lineno, str(r.message).splitlines()[0])
+        for r in records
+        if issubclass(r.category, torch.jit.TracerWarning)
+    }
+    return traced, sorted(notes, key=lambda n: (n.file, n.line, n.message))
+
+
+def trace(spec: ModelSpec, model: nn.Module, example: tuple) -> tuple[torch.jit.ScriptModule, list[str]]:
+    try:
+        traced, notes = trace_recording(model, example)
+    except Exception as e:
+        msg = str(e).strip().splitlines()
+        raise ExportError(
+            f"{spec.where('export')}: torch.jit.trace failed: {type(e).__name__}:"
+            f" {msg[0] if msg else ''}{_user_frame(e)}"
+        ) from None
+    return traced, [f"{Path(n.file).name}:{n.line}: {n.message}" for n in notes]
+
+
+def forward_argument_names(model: nn.Module) -> list[str]:
+    """forward's positional argument names (without self), for eager and scripted modules alike."""
+    if isinstance(model, torch.jit.ScriptModule):
+        return [a.name for a in model.forward.schema.arguments[1:]]
+    import inspect
+
+    params = inspect.signature(model.forward).parameters.values()
+    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def export(spec: ModelSpec, example: tuple, model: nn.Module | None = None) -> Exported:

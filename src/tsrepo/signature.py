@@ -58,7 +58,7 @@ def bind_inputs(spec: ModelSpec, forward_args: list[str]) -> tuple[InputSig, ...
         raise SpecError(
             f"{spec.where('inputs')}: input {unknown[0]!r} is not an argument of forward"
             f" ({', '.join(forward_args)}); Triton binds inputs to forward's arguments by name, so"
-            " rename it, or set tensor_names = \"index\" to bind by position as INPUT__<n>"
+            ' rename it, or set tensor_names = "index" to bind by position as INPUT__<n>'
         )
     if not named:
         return tuple(InputSig(forward_args[i], i, t) for i, t in enumerate(spec.inputs))
@@ -83,9 +83,7 @@ def output_names(spec: ModelSpec, count: int, readable: list[str] | None) -> lis
     return [f"OUTPUT__{i}" for i in range(count)]
 
 
-def infer_outputs(
-    spec: ModelSpec, runs: list[tuple[int, list]], names: list[str]
-) -> tuple[OutputSig, ...]:
+def infer_outputs(spec: ModelSpec, runs: list[tuple[int, list]], names: list[str]) -> tuple[OutputSig, ...]:
     """Output signature from runs: [(batch size or 0, [output leaves])]."""
     mbs = spec.max_batch_size
     result = []
@@ -110,8 +108,7 @@ def infer_outputs(
         except KeyError as e:
             fix = dtypes.refusal_fix(e.args[0]) or "cast it to a supported dtype"
             raise ServingError(
-                f"{spec.where()}: output {name} is {e.args[0]}, which Triton's libtorch backend"
-                f" cannot carry; {fix}"
+                f"{spec.where()}: output {name} is {e.args[0]}, which Triton's libtorch backend cannot carry; {fix}"
             ) from None
         shapes = []
         for batch, value in leaves:
@@ -128,12 +125,9 @@ def infer_outputs(
         ranks = {len(s) for s in shapes}
         if len(ranks) != 1:
             raise ServingError(
-                f"{spec.where()}: output {name} changes rank with the input sizes ({shapes});"
-                " Triton needs a fixed rank"
+                f"{spec.where()}: output {name} changes rank with the input sizes ({shapes}); Triton needs a fixed rank"
             )
-        dims = tuple(
-            shapes[0][d] if all(s[d] == shapes[0][d] for s in shapes) else -1 for d in range(len(shapes[0]))
-        )
+        dims = tuple(shapes[0][d] if all(s[d] == shapes[0][d] for s in shapes) else -1 for d in range(len(shapes[0])))
         if not dims:
             # A scalar per row (or a 0-d tensor): Triton needs at least one dim.
             result.append(OutputSig(name, dtype, (1,), reshape=()))

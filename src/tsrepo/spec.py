@@ -9,11 +9,12 @@ be silently ignored.
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from tsrepo import dtypes
 from tsrepo.errors import SpecError, where
@@ -244,7 +245,7 @@ def parse_dim(ctx: _Ctx, key: str, value: Any) -> Dim:
 
 
 def parse_tensor(ctx: _Ctx, key: str, value: Any) -> TensorSpec:
-    _want(ctx, key, value, dict, "a table like { name = \"x\", dtype = \"float32\", shape = [3] }")
+    _want(ctx, key, value, dict, 'a table like { name = "x", dtype = "float32", shape = [3] }')
     _reject_unknown(ctx, value, {"name", "dtype", "shape", "range"}, key)
     name = value.get("name")
     if name is not None:
@@ -256,7 +257,7 @@ def parse_tensor(ctx: _Ctx, key: str, value: Any) -> TensorSpec:
                 " since it must match a `forward` argument",
             )
     if "dtype" not in value:
-        raise ctx.fail(f"{key}.dtype", "missing; add e.g. dtype = \"float32\"")
+        raise ctx.fail(f"{key}.dtype", 'missing; add e.g. dtype = "float32"')
     dtype_name = _want(ctx, f"{key}.dtype", value["dtype"], str, "a string")
     dtype = dtypes.lookup(dtype_name)
     if dtype is None:
@@ -299,17 +300,17 @@ def parse_instance_groups(ctx: _Ctx, value: Any) -> tuple[InstanceGroup, ...]:
     key = "instance_group"
     if isinstance(value, dict):
         value = [value]
-    _want(ctx, key, value, list, "a list of tables like [{ kind = \"gpu\", count = 1 }]")
+    _want(ctx, key, value, list, 'a list of tables like [{ kind = "gpu", count = 1 }]')
     groups = []
     for i, item in enumerate(value):
         k = f"{key}[{i}]"
-        _want(ctx, k, item, dict, "a table like { kind = \"gpu\", count = 1 }")
+        _want(ctx, k, item, dict, 'a table like { kind = "gpu", count = 1 }')
         _reject_unknown(ctx, item, {"kind", "count", "gpus"}, k)
-        kind_raw = _want(ctx, f"{k}.kind", item.get("kind", "cpu"), str, "\"gpu\" or \"cpu\"")
+        kind_raw = _want(ctx, f"{k}.kind", item.get("kind", "cpu"), str, '"gpu" or "cpu"')
         try:
             kind = Kind(kind_raw.lower())
         except ValueError:
-            raise ctx.fail(f"{k}.kind", f"unknown kind {kind_raw!r}; use \"gpu\" or \"cpu\"") from None
+            raise ctx.fail(f"{k}.kind", f'unknown kind {kind_raw!r}; use "gpu" or "cpu"') from None
         count = _want(ctx, f"{k}.count", item.get("count", 1), int, "an integer")
         if count < 1:
             raise ctx.fail(f"{k}.count", f"must be at least 1, got {count}")
@@ -318,7 +319,7 @@ def parse_instance_groups(ctx: _Ctx, value: Any) -> tuple[InstanceGroup, ...]:
             if isinstance(g, bool) or not isinstance(g, int) or g < 0:
                 raise ctx.fail(f"{k}.gpus", f"GPU ids are integers >= 0, got {g!r}")
         if gpus_raw and kind is not Kind.GPU:
-            raise ctx.fail(f"{k}.gpus", "only a kind = \"gpu\" group takes gpus; remove it or set kind")
+            raise ctx.fail(f"{k}.gpus", 'only a kind = "gpu" group takes gpus; remove it or set kind')
         if len(set(gpus_raw)) != len(gpus_raw):
             raise ctx.fail(f"{k}.gpus", f"lists a GPU twice: {gpus_raw}")
         groups.append(InstanceGroup(kind=kind, count=count, gpus=tuple(gpus_raw)))
@@ -342,9 +343,7 @@ def parse_dynamic_batching(ctx: _Ctx, value: Any) -> DynamicBatching | None:
     )
     if delay < 0:
         raise ctx.fail(f"{key}.max_queue_delay_microseconds", f"must be >= 0, got {delay}")
-    preferred = _want(
-        ctx, f"{key}.preferred_batch_size", value.get("preferred_batch_size", []), list, "a list"
-    )
+    preferred = _want(ctx, f"{key}.preferred_batch_size", value.get("preferred_batch_size", []), list, "a list")
     for p in preferred:
         if isinstance(p, bool) or not isinstance(p, int) or p < 1:
             raise ctx.fail(f"{key}.preferred_batch_size", f"sizes are integers >= 1, got {p!r}")
@@ -353,7 +352,7 @@ def parse_dynamic_batching(ctx: _Ctx, value: Any) -> DynamicBatching | None:
 
 def parse_parameters(ctx: _Ctx, value: Any) -> tuple[tuple[str, str], ...]:
     key = "parameters"
-    _want(ctx, key, value, dict, "a table like { INFERENCE_MODE = \"true\" }")
+    _want(ctx, key, value, dict, 'a table like { INFERENCE_MODE = "true" }')
     out = []
     for name, raw in value.items():
         k = f"{key}.{name}"
@@ -386,7 +385,7 @@ def parse_version_policy(ctx: _Ctx, value: Any) -> VersionPolicy:
     _want(ctx, key, value, dict, "a table: { latest = 2 }, { all = true } or { specific = [1, 3] }")
     if len(value) != 1:
         raise ctx.fail(key, "give exactly one of latest, all, specific")
-    (kind, raw), = value.items()
+    ((kind, raw),) = value.items()
     if kind == "latest":
         n = _want(ctx, f"{key}.latest", raw, int, "an integer")
         if n < 1:
@@ -427,15 +426,12 @@ def validate_model_name(ctx: _Ctx, name: Any) -> str:
     if not NAME_RE.match(name):
         raise ctx.fail(
             "name",
-            f"{name!r} may only contain letters, digits, '_', '.' and '-'"
-            " (no spaces or path separators)",
+            f"{name!r} may only contain letters, digits, '_', '.' and '-' (no spaces or path separators)",
         )
     return name
 
 
-def parse_model(
-    table: dict, defaults: dict, origin: str, base_dir: Path, index: int
-) -> ModelSpec:
+def parse_model(table: dict, defaults: dict, origin: str, base_dir: Path, index: int) -> ModelSpec:
     ctx = _Ctx(origin, f"#{index + 1}")
     _want(ctx, None, table, dict, "a [[model]] table")
     if "name" not in table:
@@ -452,7 +448,9 @@ def parse_model(
         raise ctx.fail("source", "is empty")
 
     if "inputs" not in merged:
-        raise ctx.fail("inputs", "missing; list each forward argument, e.g. [{ name = \"x\", dtype = \"float32\", shape = [3] }]")
+        raise ctx.fail(
+            "inputs", 'missing; list each forward argument, e.g. [{ name = "x", dtype = "float32", shape = [3] }]'
+        )
     raw_inputs = _want(ctx, "inputs", merged["inputs"], list, "a list of tensor tables")
     if not raw_inputs:
         raise ctx.fail("inputs", "is empty; a served model needs at least one input")
@@ -478,9 +476,7 @@ def parse_model(
         raise ctx.fail("max_batch_size", f"must be >= 0 (0 = no batch dimension), got {mbs}")
 
     groups = parse_instance_groups(ctx, merged["instance_group"]) if "instance_group" in merged else ()
-    batching = (
-        parse_dynamic_batching(ctx, merged["dynamic_batching"]) if "dynamic_batching" in merged else None
-    )
+    batching = parse_dynamic_batching(ctx, merged["dynamic_batching"]) if "dynamic_batching" in merged else None
     if batching is not None and mbs == 0:
         raise ctx.fail(
             "dynamic_batching",
@@ -652,7 +648,7 @@ __all__ = [
     "VersionPolicy",
     "Warmup",
     "load_spec",
+    "parse_input_flag",
     "parse_spec",
     "spec_from_flags",
-    "parse_input_flag",
 ]

@@ -98,9 +98,7 @@ def run(module, args) -> list:
         return leaves(module(*args))
 
 
-def check_equal(
-    spec: ModelSpec, what: str, expected: list, actual: list, names: list[str], context: str
-) -> Comparison:
+def check_equal(spec: ModelSpec, what: str, expected: list, actual: list, names: list[str], context: str) -> Comparison:
     c = compare(expected, actual, names, spec.rtol, spec.atol)
     if not c.ok:
         raise VerifyError(
@@ -122,7 +120,7 @@ def check_batch_safe(
     worst_abs, worst_rel = 0.0, 0.0
     for row in range(batch):
         alone = run(module, tuple(a[row : row + 1] for a in args))
-        sliced = [t[row : row + 1] if isinstance(t, torch.Tensor) else t[row : row + 1] for t in together]
+        sliced = [t[row : row + 1] for t in together]
         c = compare(alone, sliced, names, spec.rtol, spec.atol)
         worst_abs, worst_rel = max(worst_abs, c.max_abs), max(worst_rel, c.max_rel)
         if not c.ok:

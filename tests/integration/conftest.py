@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def stub_pids(marker: str) -> list[int]:
     """PIDs of tritonserver or backend-stub processes whose command line contains `marker`."""
-    out = subprocess.run(["ps", "-ww", "-eo", "pid=,stat=,args="], capture_output=True, text=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,stat=,args="], capture_output=True, text=True, check=False).stdout
     pids = []
     for line in out.splitlines():
         pid, stat, args = line.strip().split(None, 2)

@@ -71,8 +71,28 @@ def tmp_repo_with_unknown_model(example_repo: Path) -> Path:
 
 def test_bench_writes_consistent_json_csv_and_png(example_server, example_repo, tmp_path):
     out = tmp_path / "r"
-    result = _cli(["bench", "din", "--url", example_server.http_url, "--repo", str(example_repo), "--concurrency", "1,4",
-                   "--duration", "2", "--warmup", "0.5", "--json", f"{out}.json", "--csv", f"{out}.csv", "--plot", f"{out}.png"])
+    result = _cli(
+        [
+            "bench",
+            "din",
+            "--url",
+            example_server.http_url,
+            "--repo",
+            str(example_repo),
+            "--concurrency",
+            "1,4",
+            "--duration",
+            "2",
+            "--warmup",
+            "0.5",
+            "--json",
+            f"{out}.json",
+            "--csv",
+            f"{out}.csv",
+            "--plot",
+            f"{out}.png",
+        ]
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(Path(f"{out}.json").read_text())
     levels = doc["levels"]
@@ -80,7 +100,7 @@ def test_bench_writes_consistent_json_csv_and_png(example_server, example_repo, 
     with open(f"{out}.csv") as fh:
         rows = list(csv.DictReader(fh))
     assert [r["Concurrency"] for r in rows] == ["1", "4"]
-    for lv, row in zip(levels, rows):
+    for lv, row in zip(levels, rows, strict=False):
         assert lv["throughput_infer_per_s"] > 0 and lv["errors"] == {}
         assert float(row["Inferences/Second"]) == pytest.approx(lv["throughput_infer_per_s"], abs=0.01)
         assert float(row["p50 latency"]) == pytest.approx(lv["latency_ms"]["p50"] * 1000, abs=1)
@@ -97,8 +117,12 @@ def test_bench_writes_consistent_json_csv_and_png(example_server, example_repo, 
 def test_request_rate_above_capacity_shows_latency_growing(example_server, example_repo):
     s = bench.Settings(url=example_server.http_url, model="resnet_small", duration=2, warmup=0.5)
     capacity = bench.run(s, "concurrency", [4], example_repo)[0].throughput
-    results = bench.run(bench.Settings(url=example_server.http_url, model="resnet_small", duration=3, warmup=0),
-                        "request_rate", [capacity * 0.3, capacity * 2.0], example_repo)
+    results = bench.run(
+        bench.Settings(url=example_server.http_url, model="resnet_small", duration=3, warmup=0),
+        "request_rate",
+        [capacity * 0.3, capacity * 2.0],
+        example_repo,
+    )
     below, above = results
     assert below.throughput == pytest.approx(capacity * 0.3, rel=0.15)
     assert above.throughput < capacity * 1.4  # the server cannot keep up ...
@@ -113,9 +137,30 @@ def test_killing_the_server_mid_bench_ends_quickly_with_partial_results(example_
     out = tmp_path / "partial.json"
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tsrepo", "bench", "din", "--url", server.http_url, "--repo", str(example_repo),
-             "--concurrency", "4,8", "--duration", "60", "--window", "1", "--warmup", "0.5", "--json", str(out)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [
+                sys.executable,
+                "-m",
+                "tsrepo",
+                "bench",
+                "din",
+                "--url",
+                server.http_url,
+                "--repo",
+                str(example_repo),
+                "--concurrency",
+                "4,8",
+                "--duration",
+                "60",
+                "--window",
+                "1",
+                "--warmup",
+                "0.5",
+                "--json",
+                str(out),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         time.sleep(4)
         assert proc.poll() is None

@@ -3,7 +3,6 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,9 +20,8 @@ from tsrepo import build, sampling
 from tsrepo.dtypes import SUPPORTED
 from tsrepo.errors import ServeError
 from tsrepo.serve import local
-from tsrepo.spec import load_spec
-
 from tsrepo.serve.ports import free_ports
+from tsrepo.spec import load_spec
 
 from .conftest import stub_pids
 
@@ -62,7 +60,7 @@ def test_served_answers_equal_local_torchscript_over_http_and_grpc(example_serve
         i.set_data_from_numpy(arr, binary_data=True)
         inputs.append(i)
     result = http.infer(model, inputs)
-    for name, exp in zip(names, expected):
+    for name, exp in zip(names, expected, strict=False):
         np.testing.assert_allclose(result.as_numpy(name), exp, rtol=1e-5, atol=1e-6)
 
     grpc = grpcclient.InferenceServerClient(example_server.grpc_url)
@@ -72,7 +70,7 @@ def test_served_answers_equal_local_torchscript_over_http_and_grpc(example_serve
         i.set_data_from_numpy(arr)
         ginputs.append(i)
     gresult = grpc.infer(model, ginputs)
-    for name, exp in zip(names, expected):
+    for name, exp in zip(names, expected, strict=False):
         np.testing.assert_allclose(gresult.as_numpy(name), exp, rtol=1e-5, atol=1e-6)
 
 
@@ -104,9 +102,23 @@ def test_dynamic_batching_really_batches(example_server, example_repo):
 def test_sigterm_to_serve_leaves_no_server_or_stub_behind(example_repo):
     ports = free_ports()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tsrepo", "serve", "--repo", str(example_repo), "--http-port", str(ports.http),
-         "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tsrepo",
+            "serve",
+            "--repo",
+            str(example_repo),
+            "--http-port",
+            str(ports.http),
+            "--grpc-port",
+            str(ports.grpc),
+            "--metrics-port",
+            str(ports.metrics),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     marker = f"--http-port={ports.http}"
     lines: list[str] = []
@@ -137,7 +149,7 @@ def mixed_repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("mixed")
     spec = root / "tsrepo.toml"
     spec.write_text(
-        '[defaults]\nmax_batch_size = 4\n\n'
+        "[defaults]\nmax_batch_size = 4\n\n"
         '[[model]]\nname = "lin"\nsource = "tsrepo_testmodels:linear"\nversion = 1\n'
         'instance_group = [{ kind = "cpu", count = 2 }]\ninputs = [{ name = "x", dtype = "float32", shape = [4] }]\n\n'
         '[[model]]\nname = "broken"\nsource = "tsrepo_testmodels:linear"\nversion = 1\n'
@@ -149,9 +161,9 @@ def mixed_repo(tmp_path_factory) -> Path:
     build.build(load_spec(spec), repo)
     (repo / "broken" / "1" / "model.pt").write_bytes(b"this is not a TorchScript archive")
     config = (repo / "short" / "config.pbtxt").read_text()
-    start = config.index("  {\n    name: \"b\"")
+    start = config.index('  {\n    name: "b"')
     end = config.index("]\noutput")
-    (repo / "short" / "config.pbtxt").write_text(config[: start].rstrip().rstrip(",") + "\n" + config[end:])
+    (repo / "short" / "config.pbtxt").write_text(config[:start].rstrip().rstrip(",") + "\n" + config[end:])
     return repo
 
 
@@ -170,7 +182,9 @@ def test_libtorch_rules_and_instance_count_on_a_mixed_repository(mixed_repo):
         assert states["broken"].state == "UNAVAILABLE"
         assert "broken" in states["broken"].reason or "zip" in states["broken"].reason.lower()
         assert states["short"].state == "UNAVAILABLE"
-        assert "unable to load model 'short', configuration expects 1 inputs, model provides 2" in states["short"].reason
+        assert (
+            "unable to load model 'short', configuration expects 1 inputs, model provides 2" in states["short"].reason
+        )
         lin_stubs = [p for p in stub_pids(f"{server.shadow_root}/lin/1/model.py")]
         assert len(lin_stubs) == 2
         # and the model answers
@@ -182,6 +196,12 @@ def test_libtorch_rules_and_instance_count_on_a_mixed_repository(mixed_repo):
         module = torch.jit.load(str(mixed_repo / "lin" / "1" / "model.pt"))
         np.testing.assert_allclose(out, module(torch.from_numpy(x)).detach().numpy(), rtol=1e-6)
     assert not stub_pids(f"--http-port={ports.http}")
+
+
+def test_triton_ignores_the_tsrepo_json_sidecar(example_server):
+    for name in ("din", "resnet_small", "text_encoder"):
+        assert (example_server.shadow_root / name / "tsrepo.json").is_file()  # served beside the config ...
+    assert {m.state for m in example_server.models()} == {"READY"}  # ... and every model loads
 
 
 def test_serving_never_writes_to_the_users_repository(example_repo, example_server):

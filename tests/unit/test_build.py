@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from tritonclient.grpc import model_config_pb2 as pb
 from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as pb
 
-from tsrepo import build, export, repository
+from tsrepo import build, repository
 from tsrepo.errors import ExportError, RepositoryError, ServingError, SpecError, VerifyError
 from tsrepo.spec import load_spec
 
@@ -33,8 +33,11 @@ LINEAR = 'name = "lin"\nsource = "tsrepo_testmodels:linear"\nversion = 1\ninputs
 
 
 def test_build_writes_config_model_and_metadata(write_spec, tmp_path):
-    spec = _spec(write_spec, LINEAR + 'instance_group = [{ kind = "gpu", count = 2, gpus = [0, 1] }]\n'
-                 'dynamic_batching = { max_queue_delay_microseconds = 50 }')
+    spec = _spec(
+        write_spec,
+        LINEAR + 'instance_group = [{ kind = "gpu", count = 2, gpus = [0, 1] }]\n'
+        "dynamic_batching = { max_queue_delay_microseconds = 50 }",
+    )
     out = tmp_path / "repo"
     result = build.build(spec, out)
     assert result.written
@@ -60,9 +63,12 @@ def test_build_writes_config_model_and_metadata(write_spec, tmp_path):
 
 
 def test_dynamic_dims_become_minus_one_and_int_ranges_are_respected(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "te"\nsource = "examples.text:build_text_encoder"\nversion = 1\n'
-                 'inputs = [{ name = "input_ids", dtype = "int64", shape = ["1..16"], range = [0, 1000] }]\n',
-                 defaults="max_batch_size = 2\n")
+    spec = _spec(
+        write_spec,
+        'name = "te"\nsource = "examples.text:build_text_encoder"\nversion = 1\n'
+        'inputs = [{ name = "input_ids", dtype = "int64", shape = ["1..16"], range = [0, 1000] }]\n',
+        defaults="max_batch_size = 2\n",
+    )
     result = build.build(spec, tmp_path / "repo")
     sig = result.models[0].signature
     assert [o.name for o in sig.outputs] == ["logits__0", "pooled__1"]
@@ -73,7 +79,9 @@ def test_dynamic_dims_become_minus_one_and_int_ranges_are_respected(write_spec, 
 
 
 def test_dict_output_is_wrapped_with_readable_names(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "d"\nsource = "tsrepo_testmodels:dict_out"\ninputs = [{ dtype = "float32", shape = [4] }]')
+    spec = _spec(
+        write_spec, 'name = "d"\nsource = "tsrepo_testmodels:dict_out"\ninputs = [{ dtype = "float32", shape = [4] }]'
+    )
     result = build.build(spec, tmp_path / "repo")
     pm = result.models[0]
     assert [o.name for o in pm.signature.outputs] == ["last_hidden_state__0", "logits__1"]
@@ -84,22 +92,30 @@ def test_dict_output_is_wrapped_with_readable_names(write_spec, tmp_path):
 
 
 def test_dict_output_refused_when_wrapping_is_off(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "d"\nsource = "tsrepo_testmodels:dict_out"\nwrap_outputs = false\n'
-                 'inputs = [{ dtype = "float32", shape = [4] }]')
+    spec = _spec(
+        write_spec,
+        'name = "d"\nsource = "tsrepo_testmodels:dict_out"\nwrap_outputs = false\n'
+        'inputs = [{ dtype = "float32", shape = [4] }]',
+    )
     with pytest.raises(ServingError, match="wrap_outputs"):
         build.build(spec, tmp_path / "repo")
 
 
 def test_list_of_tensors_is_wrapped(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "l"\nsource = "tsrepo_testmodels:list_out"\ninputs = [{ dtype = "float32", shape = [3] }]')
+    spec = _spec(
+        write_spec, 'name = "l"\nsource = "tsrepo_testmodels:list_out"\ninputs = [{ dtype = "float32", shape = [3] }]'
+    )
     pm = build.build(spec, tmp_path / "repo").models[0]
     assert [o.name for o in pm.signature.outputs] == ["OUTPUT__0", "OUTPUT__1"]
     assert pm.signature.outputs[1].dims == (1,)
 
 
 def test_batch_unsafe_model_is_refused_naming_the_output(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "bn"\nsource = "tsrepo_testmodels:batch_normalising"\n'
-                 'inputs = [{ dtype = "float32", shape = [3] }]\ndynamic_batching = { max_queue_delay_microseconds = 1 }')
+    spec = _spec(
+        write_spec,
+        'name = "bn"\nsource = "tsrepo_testmodels:batch_normalising"\n'
+        'inputs = [{ dtype = "float32", shape = [3] }]\ndynamic_batching = { max_queue_delay_microseconds = 1 }',
+    )
     with pytest.raises(VerifyError, match=r"not batch-safe: output OUTPUT__0.*max abs difference") as info:
         build.build(spec, tmp_path / "repo")
     assert "batch_safe = false" in str(info.value)
@@ -107,8 +123,11 @@ def test_batch_unsafe_model_is_refused_naming_the_output(write_spec, tmp_path):
 
 
 def test_batch_safe_false_leaves_dynamic_batching_out_with_a_warning(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "bn"\nsource = "tsrepo_testmodels:batch_normalising"\nbatch_safe = false\n'
-                 'inputs = [{ dtype = "float32", shape = [3] }]\ndynamic_batching = { max_queue_delay_microseconds = 1 }')
+    spec = _spec(
+        write_spec,
+        'name = "bn"\nsource = "tsrepo_testmodels:batch_normalising"\nbatch_safe = false\n'
+        'inputs = [{ dtype = "float32", shape = [3] }]\ndynamic_batching = { max_queue_delay_microseconds = 1 }',
+    )
     pm = build.build(spec, tmp_path / "repo").models[0]
     assert pm.config.dynamic_batching is None
     assert "dynamic_batching" not in (tmp_path / "repo" / "bn" / "config.pbtxt").read_text()
@@ -116,39 +135,56 @@ def test_batch_safe_false_leaves_dynamic_batching_out_with_a_warning(write_spec,
 
 
 def test_bfloat16_output_is_refused_with_the_cast(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "b"\nsource = "tsrepo_testmodels:bfloat16_out"\ninputs = [{ dtype = "float32", shape = [3] }]')
+    spec = _spec(
+        write_spec,
+        'name = "b"\nsource = "tsrepo_testmodels:bfloat16_out"\ninputs = [{ dtype = "float32", shape = [3] }]',
+    )
     with pytest.raises(ServingError, match=r"bfloat16.*\.float\(\)"):
         build.build(spec, tmp_path / "repo")
 
 
 def test_output_without_batch_dim_first_is_refused(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "t"\nsource = "tsrepo_testmodels:not_batch_first"\ninputs = [{ dtype = "float32", shape = [3] }]')
+    spec = _spec(
+        write_spec,
+        'name = "t"\nsource = "tsrepo_testmodels:not_batch_first"\ninputs = [{ dtype = "float32", shape = [3] }]',
+    )
     with pytest.raises(ServingError, match="batch dimension first"):
         build.build(spec, tmp_path / "repo")
 
 
 def test_non_tensor_forward_argument_is_refused(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "i"\nsource = "tsrepo_testmodels:int_arg"\nexport = "script"\n'
-                 'inputs = [{ dtype = "float32", shape = [3] }, { dtype = "int64", shape = [1] }]')
+    spec = _spec(
+        write_spec,
+        'name = "i"\nsource = "tsrepo_testmodels:int_arg"\nexport = "script"\n'
+        'inputs = [{ dtype = "float32", shape = [3] }, { dtype = "int64", shape = [1] }]',
+    )
     with pytest.raises(ServingError, match="k: int"):
         build.build(spec, tmp_path / "repo")
 
 
 def test_input_count_must_match_forward(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "two"\nsource = "tsrepo_testmodels:two_inputs"\ninputs = [{ dtype = "float32", shape = [3] }]')
+    spec = _spec(
+        write_spec,
+        'name = "two"\nsource = "tsrepo_testmodels:two_inputs"\ninputs = [{ dtype = "float32", shape = [3] }]',
+    )
     with pytest.raises(ServingError, match="forward takes 2"):
         build.build(spec, tmp_path / "repo")
 
 
 def test_input_named_unlike_forward_argument_is_refused_with_the_fix(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "lin"\nsource = "tsrepo_testmodels:linear"\ninputs = [{ name = "image", dtype = "float32", shape = [4] }]')
+    spec = _spec(
+        write_spec,
+        'name = "lin"\nsource = "tsrepo_testmodels:linear"\ninputs = [{ name = "image", dtype = "float32", shape = [4] }]',
+    )
     with pytest.raises(SpecError, match="tensor_names"):
         build.build(spec, tmp_path / "repo")
 
 
 def test_inputs_bind_by_name_in_any_order_and_by_index_when_asked(write_spec, tmp_path):
-    body = ('name = "two"\nsource = "tsrepo_testmodels:two_inputs"\n'
-            'inputs = [{ name = "b", dtype = "float32", shape = [3] }, { name = "a", dtype = "float32", shape = [3] }]')
+    body = (
+        'name = "two"\nsource = "tsrepo_testmodels:two_inputs"\n'
+        'inputs = [{ name = "b", dtype = "float32", shape = [3] }, { name = "a", dtype = "float32", shape = [3] }]'
+    )
     pm = build.build(_spec(write_spec, body), tmp_path / "r1").models[0]
     assert [(i.name, i.arg_index) for i in pm.signature.inputs] == [("b", 1), ("a", 0)]
     pm = build.build(_spec(write_spec, body + '\ntensor_names = "index"'), tmp_path / "r2").models[0]
@@ -156,7 +192,10 @@ def test_inputs_bind_by_name_in_any_order_and_by_index_when_asked(write_spec, tm
 
 
 def test_auto_export_falls_back_to_trace_with_a_located_warning(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "u"\nsource = "tsrepo_testmodels:unscriptable"\nexport = "auto"\ninputs = [{ dtype = "float32", shape = [3] }]')
+    spec = _spec(
+        write_spec,
+        'name = "u"\nsource = "tsrepo_testmodels:unscriptable"\nexport = "auto"\ninputs = [{ dtype = "float32", shape = [3] }]',
+    )
     pm = build.build(spec, tmp_path / "repo").models[0]
     assert pm.export_mode == "trace"
     note = pm.warnings[0]
@@ -164,7 +203,10 @@ def test_auto_export_falls_back_to_trace_with_a_located_warning(write_spec, tmp_
 
 
 def test_script_failure_is_short_and_located(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "u"\nsource = "tsrepo_testmodels:unscriptable"\nexport = "script"\ninputs = [{ dtype = "float32", shape = [3] }]')
+    spec = _spec(
+        write_spec,
+        'name = "u"\nsource = "tsrepo_testmodels:unscriptable"\nexport = "script"\ninputs = [{ dtype = "float32", shape = [3] }]',
+    )
     with pytest.raises(ExportError) as info:
         build.build(spec, tmp_path / "repo")
     message = str(info.value)
@@ -173,8 +215,11 @@ def test_script_failure_is_short_and_located(write_spec, tmp_path):
 
 
 def test_traced_model_that_freezes_control_flow_is_caught_at_another_size(write_spec, tmp_path):
-    spec = _spec(write_spec, 'name = "dd"\nsource = "tsrepo_testmodels:data_dependent"\nexport = "trace"\n'
-                 'inputs = [{ dtype = "float32", shape = ["2..8"] }]')
+    spec = _spec(
+        write_spec,
+        'name = "dd"\nsource = "tsrepo_testmodels:data_dependent"\nexport = "trace"\n'
+        'inputs = [{ dtype = "float32", shape = ["2..8"] }]',
+    )
     with pytest.raises(VerifyError, match="traced and eager models differ"):
         build.build(spec, tmp_path / "repo")
 
@@ -252,7 +297,10 @@ def test_dry_run_writes_nothing_and_prints_a_tree(write_spec, tmp_path):
 
 
 def test_failure_in_a_later_model_writes_nothing(write_spec, tmp_path):
-    body = LINEAR + '\n[[model]]\nname = "bad"\nsource = "tsrepo_testmodels:bfloat16_out"\ninputs = [{ dtype = "float32", shape = [3] }]'
+    body = (
+        LINEAR
+        + '\n[[model]]\nname = "bad"\nsource = "tsrepo_testmodels:bfloat16_out"\ninputs = [{ dtype = "float32", shape = [3] }]'
+    )
     with pytest.raises(ServingError):
         build.build(_spec(write_spec, body), tmp_path / "repo")
     assert not (tmp_path / "repo").exists()
@@ -271,17 +319,14 @@ def test_rebuild_with_force_gives_identical_configs_and_identical_outputs(write_
     assert torch.equal(first_model(x), torch.jit.load(str(out / "lin" / "1" / "model.pt"))(x))
 
 
-def test_triton_ignores_the_sidecar_file():
-    # Triton loads only numeric version folders and config.pbtxt; tsrepo.json must not look like either.
-    assert not repository.META_FILE.isdigit() and repository.META_FILE != repository.CONFIG_FILE
-
-
 def test_killed_build_leaves_the_old_repository_intact(tmp_path):
     spec = tmp_path / "big.toml"
-    spec.write_text('[[model]]\nname = "big"\nsource = "tsrepo_testmodels:big"\nversion = 1\nexport = "script"\n'
-                    'inputs = [{ dtype = "float32", shape = [4096] }]\n'
-                    '[[model]]\nname = "lin"\nsource = "tsrepo_testmodels:linear"\nversion = 1\n'
-                    'inputs = [{ dtype = "float32", shape = [4] }]\n')
+    spec.write_text(
+        '[[model]]\nname = "big"\nsource = "tsrepo_testmodels:big"\nversion = 1\nexport = "script"\n'
+        'inputs = [{ dtype = "float32", shape = [4096] }]\n'
+        '[[model]]\nname = "lin"\nsource = "tsrepo_testmodels:linear"\nversion = 1\n'
+        'inputs = [{ dtype = "float32", shape = [4] }]\n'
+    )
     out = tmp_path / "repo"
     (out / "big" / "1").mkdir(parents=True)
     (out / "big" / "config.pbtxt").write_text("old config")
@@ -290,7 +335,9 @@ def test_killed_build_leaves_the_old_repository_intact(tmp_path):
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "tsrepo", "build", str(spec), "--out", str(out), "--force"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     # Kill it as soon as it starts staging (writing files).
     deadline = time.monotonic() + 120

@@ -20,9 +20,27 @@ def _invoke(runner, args):
 
 def test_build_from_flags_writes_a_repository(runner, tmp_path):
     out = tmp_path / "repo"
-    result = _invoke(runner, ["build", "--source", "tsrepo_testmodels:two_inputs", "--name", "two",
-                              "--input", "a:float32:3", "--input", "b:float32:3", "--max-batch-size", "4",
-                              "--instance-group", "cpu:2", "--dynamic-batching", "--out", str(out)])
+    result = _invoke(
+        runner,
+        [
+            "build",
+            "--source",
+            "tsrepo_testmodels:two_inputs",
+            "--name",
+            "two",
+            "--input",
+            "a:float32:3",
+            "--input",
+            "b:float32:3",
+            "--max-batch-size",
+            "4",
+            "--instance-group",
+            "cpu:2",
+            "--dynamic-batching",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     text = (out / "two" / "config.pbtxt").read_text()
     assert 'name: "a"' in text and "KIND_CPU" in text and "count: 2" in text and "dynamic_batching" in text
@@ -53,16 +71,40 @@ def test_source_without_name_is_a_usage_error(runner):
 
 def test_dry_run_prints_a_tree_and_writes_nothing(runner, tmp_path):
     out = tmp_path / "repo"
-    result = _invoke(runner, ["build", "--source", "tsrepo_testmodels:linear", "--name", "lin",
-                              "--input", "x:float32:4", "--out", str(out), "--dry-run"])
+    result = _invoke(
+        runner,
+        [
+            "build",
+            "--source",
+            "tsrepo_testmodels:linear",
+            "--name",
+            "lin",
+            "--input",
+            "x:float32:4",
+            "--out",
+            str(out),
+            "--dry-run",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "lin/" in result.output and "config.pbtxt" in result.output and "dry run" in result.output
     assert not out.exists()
 
 
 def test_existing_version_exit_2_and_force_overwrites(runner, tmp_path):
-    args = ["build", "--source", "tsrepo_testmodels:linear", "--name", "lin", "--input", "x:float32:4",
-            "--version", "1", "--out", str(tmp_path / "repo")]
+    args = [
+        "build",
+        "--source",
+        "tsrepo_testmodels:linear",
+        "--name",
+        "lin",
+        "--input",
+        "x:float32:4",
+        "--version",
+        "1",
+        "--out",
+        str(tmp_path / "repo"),
+    ]
     assert _invoke(runner, args).exit_code == 0
     again = _invoke(runner, args)
     assert again.exit_code == 2 and "--force" in again.output
@@ -73,3 +115,17 @@ def test_help_is_fast_and_does_not_import_torch():
     code = "import sys; from tsrepo.cli import main; assert 'torch' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "ok"
+
+
+def test_input_data_files_load_from_npz_and_json(tmp_path):
+    import json
+
+    import numpy as np
+
+    from tsrepo.client.modelinfo import load_input_data
+
+    np.savez(tmp_path / "in.npz", x=np.arange(3, dtype=np.float32))
+    (tmp_path / "in.json").write_text(json.dumps({"x": {"data": [1, 2], "dtype": "int64"}, "y": [[1.5]]}))
+    assert load_input_data(tmp_path / "in.npz")["x"].tolist() == [0.0, 1.0, 2.0]
+    loaded = load_input_data(tmp_path / "in.json")
+    assert loaded["x"].dtype == np.int64 and loaded["y"].shape == (1, 1)

@@ -23,8 +23,14 @@ def _config(*files: Path, env: dict | None = None) -> dict:
     args = ["docker-compose"]
     for f in files:
         args += ["-f", str(f)]
-    out = subprocess.run(args + ["config"], capture_output=True, text=True, cwd=ROOT / "docker",
-                         env={"PATH": "/usr/bin:/bin", **(env or {})})
+    out = subprocess.run(
+        args + ["config"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT / "docker",
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     return yaml.safe_load(out.stdout)
 
@@ -66,7 +72,7 @@ def test_gpu_ids_override_pins_devices():
 
 
 def test_env_example_documents_every_variable():
-    text = (COMPOSE.read_text() + (ROOT / "docker" / "docker-compose.gpu-ids.yml").read_text())
+    text = COMPOSE.read_text() + (ROOT / "docker" / "docker-compose.gpu-ids.yml").read_text()
     import re
 
     used = set(re.findall(r"\$\{([A-Z_]+)", text))
@@ -97,7 +103,9 @@ def _repo(tmp_path: Path, torch_version: str = "2.5.1") -> Path:
     cfg.instance_group.add(kind=pb.ModelInstanceGroup.KIND_GPU, count=2, gpus=[0])
     (repo / "m" / "config.pbtxt").write_text(text_format.MessageToString(cfg))
     (repo / "m" / "1" / "model.pt").write_bytes(b"weights")
-    (repo / "m" / "tsrepo.json").write_text(json.dumps({"versions": {"1": {"torch": torch_version, "file_format_version": 3}}}))
+    (repo / "m" / "tsrepo.json").write_text(
+        json.dumps({"versions": {"1": {"torch": torch_version, "file_format_version": 3}}})
+    )
     return repo
 
 
@@ -116,7 +124,7 @@ def test_prepare_writes_the_tag_and_a_kind_cpu_copy(tmp_path):
 
 
 def test_docker_engine_without_an_engine_says_so(monkeypatch, tmp_path):
-    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True).returncode == 0:
+    if shutil.which("docker") and subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0:
         pytest.skip("a Docker engine is running here")
     if shutil.which("docker"):  # the real client, with no engine behind it (these machines)
         with pytest.raises(ServeError, match="no Docker engine is reachable.*--engine local"):
@@ -124,7 +132,9 @@ def test_docker_engine_without_an_engine_says_so(monkeypatch, tmp_path):
         return
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "docker").write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2\nexit 1\n")
+    (fake / "docker").write_text(
+        "#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2\nexit 1\n"
+    )
     (fake / "docker").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}:/usr/bin:/bin")
     with pytest.raises(ServeError, match="no Docker engine is reachable.*--engine local"):

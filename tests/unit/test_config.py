@@ -16,7 +16,10 @@ def _cfg(**overrides) -> config.ModelConfig:
         name="m",
         max_batch_size=8,
         inputs=(config.TensorConfig("x", "TYPE_FP32", (3, -1)),),
-        outputs=(config.TensorConfig("OUTPUT__0", "TYPE_FP32", (10,)), config.TensorConfig("tags__1", "TYPE_STRING", (1,), ())),
+        outputs=(
+            config.TensorConfig("OUTPUT__0", "TYPE_FP32", (10,)),
+            config.TensorConfig("tags__1", "TYPE_STRING", (1,), ()),
+        ),
         instance_groups=(config.InstanceGroupConfig("KIND_GPU", 2, (0, 1)), config.InstanceGroupConfig("KIND_CPU", 1)),
         dynamic_batching=DynamicBatching(250, (4, 8)),
         parameters=(("INFERENCE_MODE", "true"), ("INTRA_OP_THREAD_COUNT", "2")),

@@ -3,11 +3,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import doctor_cases as cases
 import pytest
 import torch
 from click.testing import CliRunner
 
-import doctor_cases as cases
 from tsrepo.cli import main
 from tsrepo.doctor import script_findings
 from tsrepo.doctor.catalogue import KINDS
@@ -27,8 +27,7 @@ def _expected_line(factory, kind: str) -> int:
         return 6  # the `def forward` line in the exec'd text
     import inspect
 
-    target = factory if inspect.isclass(factory) else factory
-    start = inspect.getsourcelines(target)[1]
+    start = inspect.getsourcelines(factory)[1]
     return _marked_line(kind, after=start)
 
 
@@ -73,8 +72,8 @@ def test_dict_comprehension_scripts_on_torch_2_13_so_no_finding():
 def test_all_findings_at_once_in_a_stable_order():
     class Many(torch.nn.Module):
         def forward(self, x):
-            s = {1}
-            ys = [t for t in [x] if True]
+            s = {1}  # noqa: F841
+            ys = [t for t in [x] if True]  # noqa: F841
             f = lambda t: t
             return f(x)
 
@@ -104,8 +103,12 @@ def test_build_prints_the_findings_instead_of_the_raw_error(write_spec, tmp_path
     from tsrepo.errors import ExportError
     from tsrepo.spec import load_spec
 
-    spec = load_spec(write_spec('[[model]]\nname = "m"\nsource = "doctor_cases:ListIndex"\nexport = "script"\n'
-                                'inputs = [{ dtype = "float32", shape = [3] }]'))
+    spec = load_spec(
+        write_spec(
+            '[[model]]\nname = "m"\nsource = "doctor_cases:ListIndex"\nexport = "script"\n'
+            'inputs = [{ dtype = "float32", shape = [3] }]'
+        )
+    )
     with pytest.raises(ExportError) as info:
         build.build(spec, tmp_path / "repo")
     message = str(info.value)
@@ -117,8 +120,14 @@ def test_traced_model_that_diverges_is_refused_with_the_tracer_finding(tmp_path)
     from tsrepo import doctor
     from tsrepo.spec import spec_from_flags
 
-    spec = spec_from_flags({"name": "dd", "source": "tsrepo_testmodels:data_dependent_unscriptable", "export": "trace",
-                            "inputs": [{"name": "x", "dtype": "float32", "shape": [2, "2..8"]}]})
+    spec = spec_from_flags(
+        {
+            "name": "dd",
+            "source": "tsrepo_testmodels:data_dependent_unscriptable",
+            "export": "trace",
+            "inputs": [{"name": "x", "dtype": "float32", "shape": [2, "2..8"]}],
+        }
+    )
     report = doctor.check(spec.models[0], allow_trace=True)
     kinds = [f.kind for f in report.findings]
     assert report.traced and "TR01" in kinds and "TR02" in kinds

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -49,7 +49,9 @@ def test_good_spec_applies_defaults(write_spec):
 
 
 def test_dynamic_dim_parses_and_sizes_cover_min_middle_max(write_spec):
-    spec = load_spec(write_spec(_model_with(inputs='[{ name = "x", dtype = "int64", shape = ["2..10"], range = [0, 7] }]')))
+    spec = load_spec(
+        write_spec(_model_with(inputs='[{ name = "x", dtype = "int64", shape = ["2..10"], range = [0, 7] }]'))
+    )
     dim = spec.models[0].inputs[0].shape[0]
     assert dim == Dim(2, 10) and dim.dynamic
     assert dim.sizes() == [2, 6, 10]
@@ -57,8 +59,14 @@ def test_dynamic_dim_parses_and_sizes_cover_min_middle_max(write_spec):
 
 
 def test_model_overrides_defaults(write_spec):
-    spec = load_spec(write_spec(_model_with("max_batch_size = 0\ndynamic_batching = false",
-                                            defaults="dynamic_batching = { max_queue_delay_microseconds = 5 }")))
+    spec = load_spec(
+        write_spec(
+            _model_with(
+                "max_batch_size = 0\ndynamic_batching = false",
+                defaults="dynamic_batching = { max_queue_delay_microseconds = 5 }",
+            )
+        )
+    )
     assert spec.models[0].max_batch_size == 0 and spec.models[0].dynamic_batching is None
 
 
@@ -71,27 +79,59 @@ BAD_CASES = {
     "wrong type": (_model_with('max_batch_size = "8"'), "max_batch_size", "expected an integer"),
     "bool for int": (_model_with('instance_group = [{ kind = "cpu", count = true }]'), "count", "expected an integer"),
     "zero dim": (_model_with(inputs='[{ name = "x", dtype = "float32", shape = [0] }]'), "shape[0]", "not positive"),
-    "negative dim": (_model_with(inputs='[{ name = "x", dtype = "float32", shape = [3, -1] }]'), "shape[1]", "not positive"),
-    "min > max": (_model_with(inputs='[{ name = "x", dtype = "float32", shape = ["9..3"] }]'), "shape[0]", "greater than max"),
-    "bad range syntax": (_model_with(inputs='[{ name = "x", dtype = "float32", shape = ["3-9"] }]'), "shape[0]", "min..max"),
+    "negative dim": (
+        _model_with(inputs='[{ name = "x", dtype = "float32", shape = [3, -1] }]'),
+        "shape[1]",
+        "not positive",
+    ),
+    "min > max": (
+        _model_with(inputs='[{ name = "x", dtype = "float32", shape = ["9..3"] }]'),
+        "shape[0]",
+        "greater than max",
+    ),
+    "bad range syntax": (
+        _model_with(inputs='[{ name = "x", dtype = "float32", shape = ["3-9"] }]'),
+        "shape[0]",
+        "min..max",
+    ),
     "unknown dtype": (_model_with(inputs='[{ name = "x", dtype = "float31", shape = [4] }]'), "dtype", "unknown dtype"),
     "bfloat16 input": (_model_with(inputs='[{ name = "x", dtype = "bfloat16", shape = [4] }]'), "dtype", ".float()"),
     "name with slash": (_model_with().replace('name = "m"', 'name = "a/b"'), "name", "letters, digits"),
     "name with dotdot": (_model_with().replace('name = "m"', 'name = ".."'), "name", "'..'"),
     "name with space": (_model_with().replace('name = "m"', 'name = "my model"'), "name", "no spaces"),
     "empty name": (_model_with().replace('name = "m"', 'name = ""'), "name", "is empty"),
-    "two models one name": (_model_with() + '\n[[model]]\nname = "m"\nsource = "a:b"\ninputs = [{ dtype = "float32", shape = [1] }]', "name", "two models"),
+    "two models one name": (
+        _model_with() + '\n[[model]]\nname = "m"\nsource = "a:b"\ninputs = [{ dtype = "float32", shape = [1] }]',
+        "name",
+        "two models",
+    ),
     "negative max_batch_size": (_model_with("max_batch_size = -1"), "max_batch_size", "must be >= 0"),
-    "batching without batch dim": (_model_with("max_batch_size = 0\ndynamic_batching = { max_queue_delay_microseconds = 1 }"), "dynamic_batching", "max_batch_size > 0"),
-    "preferred too big": (_model_with("dynamic_batching = { preferred_batch_size = [16] }"), "preferred_batch_size", "exceed"),
-    "unknown backend parameter": (_model_with('parameters = { INFERENCE_MOD = "true" }'), "INFERENCE_MOD", "silently ignore"),
+    "batching without batch dim": (
+        _model_with("max_batch_size = 0\ndynamic_batching = { max_queue_delay_microseconds = 1 }"),
+        "dynamic_batching",
+        "max_batch_size > 0",
+    ),
+    "preferred too big": (
+        _model_with("dynamic_batching = { preferred_batch_size = [16] }"),
+        "preferred_batch_size",
+        "exceed",
+    ),
+    "unknown backend parameter": (
+        _model_with('parameters = { INFERENCE_MOD = "true" }'),
+        "INFERENCE_MOD",
+        "silently ignore",
+    ),
     "nvfuser": (_model_with('parameters = { ENABLE_NVFUSER = "true" }'), "ENABLE_NVFUSER", "removed"),
     "bad boolean parameter": (_model_with('parameters = { INFERENCE_MODE = "yes" }'), "INFERENCE_MODE", "true/on/1"),
     "gpus on cpu group": (_model_with('instance_group = [{ kind = "cpu", gpus = [0] }]'), "gpus", "only a kind"),
     "unknown kind": (_model_with('instance_group = [{ kind = "tpu" }]'), "kind", "unknown kind"),
     "bad export": (_model_with('export = "onnx"'), "export", "unknown mode"),
     "zero version": (_model_with("version = 0"), "version", "at least 1"),
-    "range on float reversed": (_model_with(inputs='[{ name = "x", dtype = "float32", shape = [4], range = [1.0, 0.0] }]'), "range", "must be below"),
+    "range on float reversed": (
+        _model_with(inputs='[{ name = "x", dtype = "float32", shape = [4], range = [1.0, 0.0] }]'),
+        "range",
+        "must be below",
+    ),
     "no models": ("[defaults]\nmax_batch_size = 1\n", "model", "no [[model]]"),
     "top-level typo": ('[[models]]\nname = "m"', "models", "unknown key"),
 }
@@ -110,9 +150,12 @@ def test_bad_spec_names_file_model_and_field(case, write_spec):
 
 
 def test_inter_op_thread_count_allowed_on_one_model_only(write_spec):
-    one = _model_with('parameters = { INTER_OP_THREAD_COUNT = 2 }')
+    one = _model_with("parameters = { INTER_OP_THREAD_COUNT = 2 }")
     assert load_spec(write_spec(one)).models[0].parameters == (("INTER_OP_THREAD_COUNT", "2"),)
-    two = one + '\n[[model]]\nname = "n"\nsource = "a:b"\ninputs = [{ dtype = "float32", shape = [1] }]\nparameters = { INTER_OP_THREAD_COUNT = 1 }'
+    two = (
+        one
+        + '\n[[model]]\nname = "n"\nsource = "a:b"\ninputs = [{ dtype = "float32", shape = [1] }]\nparameters = { INTER_OP_THREAD_COUNT = 1 }'
+    )
     with pytest.raises(SpecError, match="process-wide"):
         load_spec(write_spec(two))
 
@@ -135,14 +178,41 @@ def test_input_flag_parses_static_and_dynamic_dims():
 
 # Random TOML documents: the loader returns a spec or raises TsrepoError, never anything else.
 _scalars = st.one_of(
-    st.integers(-3, 300), st.booleans(), st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from(["float32", "int64", "gpu", "cpu", "auto", "1..8", "8..1", "x", "", "a/b", "m", "tsrepo_testmodels:linear"]),
+    st.integers(-3, 300),
+    st.booleans(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(
+        ["float32", "int64", "gpu", "cpu", "auto", "1..8", "8..1", "x", "", "a/b", "m", "tsrepo_testmodels:linear"]
+    ),
 )
 _keys = st.sampled_from(
-    ["name", "source", "inputs", "dtype", "shape", "range", "max_batch_size", "instance_group", "kind", "count",
-     "gpus", "dynamic_batching", "max_queue_delay_microseconds", "preferred_batch_size", "parameters", "export",
-     "version", "warmup", "version_policy", "latest", "batch_safe", "tensor_names", "output_names", "INFERENCE_MODE",
-     "bogus"]
+    [
+        "name",
+        "source",
+        "inputs",
+        "dtype",
+        "shape",
+        "range",
+        "max_batch_size",
+        "instance_group",
+        "kind",
+        "count",
+        "gpus",
+        "dynamic_batching",
+        "max_queue_delay_microseconds",
+        "preferred_batch_size",
+        "parameters",
+        "export",
+        "version",
+        "warmup",
+        "version_policy",
+        "latest",
+        "batch_safe",
+        "tensor_names",
+        "output_names",
+        "INFERENCE_MODE",
+        "bogus",
+    ]
 )
 _values = st.recursive(
     _scalars,

@@ -141,7 +141,9 @@ async def _fetch_stats(s: Settings, grpc_stub=None) -> dict | None:
             host, port = kserve.split_url(s.url)
             reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
             try:
-                writer.write(f"GET /v2/models/{s.model}/stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+                writer.write(
+                    f"GET /v2/models/{s.model}/stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
+                )
                 raw = await asyncio.wait_for(reader.read(), timeout=5)
             finally:
                 writer.close()
@@ -194,8 +196,14 @@ def _percentiles(lat_s: np.ndarray) -> dict:
         return {k: float("nan") for k in ("p50", "p90", "p95", "p99", "max", "mean")}
     ms = lat_s * 1000.0
     p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
-    return {"p50": float(p50), "p90": float(p90), "p95": float(p95), "p99": float(p99),
-            "max": float(ms.max()), "mean": float(ms.mean())}
+    return {
+        "p50": float(p50),
+        "p90": float(p90),
+        "p95": float(p95),
+        "p99": float(p99),
+        "max": float(ms.max()),
+        "mean": float(ms.mean()),
+    }
 
 
 def _window(records: loadgen.Records, start: float, end: float, batch: int, server: dict) -> Window:
@@ -284,7 +292,10 @@ async def _measure(s: Settings, target: loadgen.Target, mode: str, level: float,
                 after = await _fetch_stats(s, grpc_stub)
                 w = _window(records, start, end, s.batch_size, server_delta(before, after))
                 result.windows.append(w)
-                progress(f"{mode} {level:g}: window {k + 1}/{target_windows}, {w.throughput:.0f} infer/s, p95 {w.p95_ms:.1f} ms")
+                progress(
+                    f"{mode} {level:g}: window {k + 1}/{target_windows},"
+                    f" {w.throughput:.0f} infer/s, p95 {w.p95_ms:.1f} ms"
+                )
                 if aborted:
                     break
                 start, before = end, after
@@ -342,8 +353,9 @@ def _check_server(s: Settings) -> None:
             raise ClientError(f"model {s.model!r} is not ready on {s.url}")
 
 
-def run(s: Settings, mode: str, levels: list[float], repo: Path, input_data: Path | None = None,
-        progress=lambda _m: None) -> list[LevelResult]:
+def run(
+    s: Settings, mode: str, levels: list[float], repo: Path, input_data: Path | None = None, progress=lambda _m: None
+) -> list[LevelResult]:
     """Measure each level in turn. Stops early (returning what was measured) when the server dies."""
     _check_server(s)
     sets = input_sets(s, repo, input_data)

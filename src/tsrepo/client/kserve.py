@@ -35,7 +35,10 @@ def encode_infer(
     for name, arr in inputs.items():
         wire = next((d.wire for d in BY_WIRE.values() if d.numpy == str(arr.dtype)), None)
         if arr.dtype == np.object_:
-            raw = b"".join(len(s).to_bytes(4, "little") + s for s in (x if isinstance(x, bytes) else str(x).encode() for x in arr.ravel()))
+            raw = b"".join(
+                len(s).to_bytes(4, "little") + s
+                for s in (x if isinstance(x, bytes) else str(x).encode() for x in arr.ravel())
+            )
             wire = STRING.wire
         else:
             raw = np.ascontiguousarray(arr).tobytes()
@@ -135,7 +138,9 @@ class HttpClient:
         resp, _ = self._request("GET", path)
         return resp.status
 
-    def infer(self, model: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+    def infer(
+        self, model: str, inputs: dict[str, np.ndarray], outputs: list[str] | None = None
+    ) -> dict[str, np.ndarray]:
         body, hlen = encode_infer(inputs, outputs)
         headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(hlen)}
         resp, data = self._request("POST", f"/v2/models/{model}/infer", body, headers)

@@ -186,8 +186,14 @@ async def closed_loop(target: Target, concurrency: int, records: Records, stop: 
 
 
 async def open_loop(
-    target: Target, rate: float, records: Records, stop: asyncio.Event, deadline: float,
-    poisson: bool = False, max_outstanding: int = 1024, seed: int = 0,
+    target: Target,
+    rate: float,
+    records: Records,
+    stop: asyncio.Event,
+    deadline: float,
+    poisson: bool = False,
+    max_outstanding: int = 1024,
+    seed: int = 0,
 ) -> None:
     """Send at scheduled times regardless of answers; latency counts from the scheduled time, so a
     server that falls behind shows its queueing (no coordinated omission)."""

@@ -11,9 +11,21 @@ from tsrepo.client.bench import LevelResult
 
 # perf_analyzer's CSV names where one exists (latencies in microseconds), then tsrepo's extras.
 CSV_COLUMNS = [
-    "Inferences/Second", "Server Queue", "Server Compute Input", "Server Compute Infer", "Server Compute Output",
-    "p50 latency", "p90 latency", "p95 latency", "p99 latency", "Avg latency",
-    "Max latency", "Requests", "Errors", "Avg Batch Size", "Stable",
+    "Inferences/Second",
+    "Server Queue",
+    "Server Compute Input",
+    "Server Compute Infer",
+    "Server Compute Output",
+    "p50 latency",
+    "p90 latency",
+    "p95 latency",
+    "p99 latency",
+    "Avg latency",
+    "Max latency",
+    "Requests",
+    "Errors",
+    "Avg Batch Size",
+    "Stable",
 ]
 
 
@@ -25,21 +37,23 @@ def csv_rows(results: list[LevelResult]) -> list[dict]:
     rows = []
     for r in results:
         lat, srv = r.latency_ms, r.server
-        rows.append({
-            first_column(results): f"{r.level:g}",
-            "Inferences/Second": f"{r.throughput:.2f}",
-            "Server Queue": f"{srv.get('queue_us', 0):.0f}",
-            "Server Compute Input": f"{srv.get('compute_input_us', 0):.0f}",
-            "Server Compute Infer": f"{srv.get('compute_infer_us', 0):.0f}",
-            "Server Compute Output": f"{srv.get('compute_output_us', 0):.0f}",
-            **{f"{p} latency": f"{lat.get(p, float('nan')) * 1000:.0f}" for p in ("p50", "p90", "p95", "p99")},
-            "Avg latency": f"{lat.get('mean', float('nan')) * 1000:.0f}",
-            "Max latency": f"{lat.get('max', float('nan')) * 1000:.0f}",
-            "Requests": r.requests,
-            "Errors": sum(r.errors.values()),
-            "Avg Batch Size": f"{srv.get('avg_batch_size', 0):.2f}",
-            "Stable": "yes" if r.stable else "no",
-        })
+        rows.append(
+            {
+                first_column(results): f"{r.level:g}",
+                "Inferences/Second": f"{r.throughput:.2f}",
+                "Server Queue": f"{srv.get('queue_us', 0):.0f}",
+                "Server Compute Input": f"{srv.get('compute_input_us', 0):.0f}",
+                "Server Compute Infer": f"{srv.get('compute_infer_us', 0):.0f}",
+                "Server Compute Output": f"{srv.get('compute_output_us', 0):.0f}",
+                **{f"{p} latency": f"{lat.get(p, float('nan')) * 1000:.0f}" for p in ("p50", "p90", "p95", "p99")},
+                "Avg latency": f"{lat.get('mean', float('nan')) * 1000:.0f}",
+                "Max latency": f"{lat.get('max', float('nan')) * 1000:.0f}",
+                "Requests": r.requests,
+                "Errors": sum(r.errors.values()),
+                "Avg Batch Size": f"{srv.get('avg_batch_size', 0):.2f}",
+                "Stable": "yes" if r.stable else "no",
+            }
+        )
     return rows
 
 
@@ -69,16 +83,32 @@ def table(results: list[LevelResult], title: str):
     from rich.table import Table
 
     t = Table(title=title)
-    for col in (first_column(results).lower(), "infer/s", "p50 ms", "p90 ms", "p95 ms", "p99 ms", "max ms",
-                "errors", "queue µs", "infer µs", "avg batch", "stable"):
+    for col in (
+        first_column(results).lower(),
+        "infer/s",
+        "p50 ms",
+        "p90 ms",
+        "p95 ms",
+        "p99 ms",
+        "max ms",
+        "errors",
+        "queue µs",
+        "infer µs",
+        "avg batch",
+        "stable",
+    ):
         t.add_column(col, justify="right")
     for r in results:
         lat, srv = r.latency_ms, r.server
         t.add_row(
-            f"{r.level:g}", f"{r.throughput:.1f}",
+            f"{r.level:g}",
+            f"{r.throughput:.1f}",
             *(f"{lat.get(k, float('nan')):.2f}" for k in ("p50", "p90", "p95", "p99", "max")),
-            str(sum(r.errors.values())), f"{srv.get('queue_us', 0):.0f}", f"{srv.get('compute_infer_us', 0):.0f}",
-            f"{srv.get('avg_batch_size', 0):.2f}", "yes" if r.stable else "[yellow]no[/]",
+            str(sum(r.errors.values())),
+            f"{srv.get('queue_us', 0):.0f}",
+            f"{srv.get('compute_infer_us', 0):.0f}",
+            f"{srv.get('avg_batch_size', 0):.2f}",
+            "yes" if r.stable else "[yellow]no[/]",
         )
     return t
 
@@ -92,7 +122,9 @@ def plot(results: list[LevelResult], path: Path, title: str) -> None:
     xs = [r.level for r in results]
     fig, ax1 = plt.subplots(figsize=(7, 4.2), dpi=110)
     ax1.plot(xs, [r.throughput for r in results], "o-", color="tab:blue", label="throughput")
-    ax1.set_xlabel(first_column(results).lower() + (" (requests/s)" if results and results[0].mode != "concurrency" else ""))
+    ax1.set_xlabel(
+        first_column(results).lower() + (" (requests/s)" if results and results[0].mode != "concurrency" else "")
+    )
     ax1.set_ylabel("throughput (infer/s)", color="tab:blue")
     ax1.set_ylim(bottom=0)
     ax2 = ax1.twinx()

@@ -129,8 +129,9 @@ class Transport:
             i.set_data_from_numpy(arr)
             ins.append(i)
         outs = [grpcclient.InferRequestedOutput(o) for o in outputs]
-        result = self._grpc(self.grpc.infer, model, ins, model_version=str(version), outputs=outs,
-                            client_timeout=self.timeout)
+        result = self._grpc(
+            self.grpc.infer, model, ins, model_version=str(version), outputs=outs, client_timeout=self.timeout
+        )
         return {o: result.as_numpy(o) for o in outputs}
 
 
@@ -153,9 +154,11 @@ def compare_config(info: modelinfo.ModelInfo, served: pb.ModelConfig, metadata: 
     mine_groups = [(g.count, g.kind) for g in want.instance_group]
     their_groups = [(g.count, g.kind) for g in served.instance_group]
     if mine_groups and [c for c, _ in mine_groups] != [c for c, _ in their_groups]:
-        result.fail(f"instance counts differ: server {[c for c, _ in their_groups]}, repository {[c for c, _ in mine_groups]}")
+        result.fail(
+            f"instance counts differ: server {[c for c, _ in their_groups]}, repository {[c for c, _ in mine_groups]}"
+        )
     else:
-        for (_, k1), (_, k2) in zip(mine_groups, their_groups):
+        for (_, k1), (_, k2) in zip(mine_groups, their_groups, strict=False):
             if k1 != k2:
                 note = (
                     f"instance group {pb.ModelInstanceGroup.Kind.Name(k1)} is served as"
@@ -208,7 +211,9 @@ def _compare_outputs(result: ModelResult, expected: dict, served: dict, rtol: fl
             continue
         if got.shape != exp.shape:
             out.ok = False
-            result.fail(f"output {name}: shape {list(got.shape)} from the server, {list(exp.shape)} locally ({context})")
+            result.fail(
+                f"output {name}: shape {list(got.shape)} from the server, {list(exp.shape)} locally ({context})"
+            )
             continue
         e64, g64 = exp.astype(np.float64), got.astype(np.float64)
         diff = np.abs(e64 - g64)
@@ -242,7 +247,9 @@ def validate_model(
     served_versions = {int(v) for v in metadata.get("versions", [])}
     local_versions = [v for v in info.versions() if v in served_versions]
     if not local_versions:
-        result.fail(f"the server serves versions {sorted(served_versions)}, the repository has {info.versions()}", "error")
+        result.fail(
+            f"the server serves versions {sorted(served_versions)}, the repository has {info.versions()}", "error"
+        )
         return result
     version = result.version = local_versions[-1]
     if not transport.model_ready(name, version):
@@ -267,7 +274,7 @@ def validate_model(
             local_out = module(*[torch.from_numpy(arrays[t.name]) for t in ordered])
         local_out = local_out if isinstance(local_out, tuple) else (local_out,)
         expected = {}
-        for oname, value in zip(info.outputs, local_out):
+        for oname, value in zip(info.outputs, local_out, strict=False):
             expected[oname] = (
                 np.array([s.encode() for s in value], dtype=np.object_) if isinstance(value, list) else value.numpy()
             )
@@ -283,8 +290,16 @@ def validate_model(
 
 
 def validate(
-    url: str, repo: Path, models: list[str] | None = None, *, protocol: str = "http", samples: int = 4,
-    rtol: float | None = None, atol: float | None = None, timeout: float = 60.0, progress=lambda _m: None,
+    url: str,
+    repo: Path,
+    models: list[str] | None = None,
+    *,
+    protocol: str = "http",
+    samples: int = 4,
+    rtol: float | None = None,
+    atol: float | None = None,
+    timeout: float = 60.0,
+    progress=lambda _m: None,
 ) -> list[ModelResult]:
     """Validate every model (or the named ones). Raises ClientError when the server cannot be used."""
     names = models or modelinfo.list_models(repo)

@@ -19,7 +19,6 @@ from tsrepo.doctor.catalogue import KINDS
 from tsrepo.doctor.static import Finding, analyse
 from tsrepo.doctor.translate import translate
 
-
 SILENT_KINDS = {"TS13"}
 
 
@@ -129,7 +128,7 @@ def check(spec, allow_trace: bool = False) -> Report:
     report.scripted = scripted is not None
     if not spec.inputs:
         return report
-    forward_args = [n for n in _forward_args(model)]
+    forward_args = export.forward_argument_names(model)
     inputs = sorted(signature.bind_inputs(spec, forward_args), key=lambda s: s.arg_index)
     rng = np.random.default_rng(spec.seed)
     candidate = scripted
@@ -157,11 +156,18 @@ def check(spec, allow_trace: bool = False) -> Report:
             try:
                 got = verify.run(candidate, args)
             except Exception as e:  # the exported model failed on valid inputs
-                report.findings.append(_divergence(report, f"fails at input shapes {[list(a.shape) for a in args]}: {str(e).strip().splitlines()[-1]}"))
+                report.findings.append(
+                    _divergence(
+                        report,
+                        f"fails at input shapes {[list(a.shape) for a in args]}: {str(e).strip().splitlines()[-1]}",
+                    )
+                )
                 return report
             names = names or [f"output {i}" for i in range(len(eager))]
             try:
-                c = verify.check_equal(spec, "exported and eager", eager, got, names, f"shapes {[list(a.shape) for a in args]}")
+                c = verify.check_equal(
+                    spec, "exported and eager", eager, got, names, f"shapes {[list(a.shape) for a in args]}"
+                )
             except VerifyError as e:
                 report.findings.append(_divergence(report, str(e).split(": ", 2)[-1]))
                 return report
@@ -176,31 +182,20 @@ def _divergence(report: Report, detail: str) -> Finding:
     return Finding("<model>", 0, 0, kind, "", detail)
 
 
-def _forward_args(model: nn.Module) -> list[str]:
-    import inspect
-
-    params = inspect.signature(model.forward).parameters.values()
-    return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-
-
 def _trace(model: nn.Module, example: tuple):
     """Trace and turn TracerWarnings into located findings."""
     from tsrepo.errors import ExportError
+    from tsrepo.export import trace_recording
 
-    with warnings.catch_warnings(record=True) as records:
-        warnings.simplefilter("always", torch.jit.TracerWarning)
+    try:
+        traced, notes = trace_recording(model, example)
+    except Exception as e:
+        raise ExportError(f"tracing failed too: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from None
+    found = []
+    for n in notes:
         try:
-            with torch.no_grad():
-                traced = torch.jit.trace(model, example, check_trace=False, strict=False)
-        except Exception as e:
-            raise ExportError(f"tracing failed too: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from None
-    found = set()
-    for r in records:
-        if issubclass(r.category, torch.jit.TracerWarning):
+            code = Path(n.file).read_text().splitlines()[n.line - 1].strip()
+        except (OSError, IndexError):
             code = ""
-            try:
-                code = Path(r.filename).read_text().splitlines()[r.lineno - 1].strip()
-            except (OSError, IndexError):
-                pass
-            found.add(Finding(r.filename, r.lineno, 1, "TR01", code, str(r.message).splitlines()[0]))
-    return traced, sorted(found)
+        found.append(Finding(n.file, n.line, 1, "TR01", code, n.message))
+    return traced, found

@@ -23,7 +23,8 @@ KINDS: dict[str, Kind] = {
     k.id: k
     for k in (
         Kind(
-            "TS01", "comprehension with an if filter",
+            "TS01",
+            "comprehension with an if filter",
             "TorchScript compiles list and dict comprehensions but not their `if` clauses.",
             "Build the list with a loop and an `if`, or filter with a mask.",
             "kept = [p for p in parts if p.sum() > 0]",
@@ -31,7 +32,8 @@ KINDS: dict[str, Kind] = {
             "Expressions > List Comprehensions",
         ),
         Kind(
-            "TS02", "set",
+            "TS02",
+            "set",
             "TorchScript has no set type: set literals, set comprehensions and Set[...] annotations are refused.",
             "Use a Dict[K, bool] as a set, or a list and `in`.",
             "seen = {a, b}",
@@ -39,7 +41,8 @@ KINDS: dict[str, Kind] = {
             "Types > Supported Types",
         ),
         Kind(
-            "TS03", "dict comprehension",
+            "TS03",
+            "dict comprehension",
             "Older TorchScript refused dict comprehensions; torch 2.13 compiles them (no finding is raised).",
             "Nothing to do on torch >= 2.x; on older torch, build the dict with a loop.",
             "d = {k: v for k, v in zip(keys, values)}",
@@ -47,7 +50,8 @@ KINDS: dict[str, Kind] = {
             "Expressions > Dict Comprehensions",
         ),
         Kind(
-            "TS04", "forward signature TorchScript cannot type",
+            "TS04",
+            "forward signature TorchScript cannot type",
             "A compiled method cannot take *args or **kwargs, keyword-only arguments with defaults, or "
             "arguments and results of a plain Python class (a config dataclass, say): TorchScript needs one "
             "static type per argument, and Triton passes only tensors.",
@@ -58,7 +62,8 @@ KINDS: dict[str, Kind] = {
             "Types > Default Types; Python Functions and Modules",
         ),
         Kind(
-            "TS05", "module attribute of a type TorchScript cannot convert",
+            "TS05",
+            "module attribute of a type TorchScript cannot convert",
             "TorchScript converts every attribute a compiled method reads; a config dataclass, a list of "
             "custom objects or a dict of mixed value types has no TorchScript type.",
             "Compute what forward needs in __init__ and store it as tensors, ints, floats, bools, strings or "
@@ -68,16 +73,18 @@ KINDS: dict[str, Kind] = {
             "Module Attributes",
         ),
         Kind(
-            "TS06", "source code not available",
+            "TS06",
+            "source code not available",
             "TorchScript compiles from source it reads with `inspect`; a class defined in a REPL, a notebook "
-            "cell, `exec` or created dynamically has none (\"could not get source code\").",
-            "Move the class into a .py file and import it, or export with tracing (export = \"trace\").",
+            'cell, `exec` or created dynamically has none ("could not get source code").',
+            'Move the class into a .py file and import it, or export with tracing (export = "trace").',
             "exec(code)  # defines Model",
             "# models.py\nclass Model(nn.Module): ...\n\nfrom models import Model",
             "Python Functions and Modules",
         ),
         Kind(
-            "TS07", "nn.ModuleList indexed by a variable",
+            "TS07",
+            "nn.ModuleList indexed by a variable",
             "TorchScript unrolls ModuleList at compile time, so it can only index it with an integer literal.",
             "Iterate over the list (with enumerate or zip when you need the index).",
             "for i in range(len(self.layers)):\n    x = self.layers[i](x)",
@@ -85,7 +92,8 @@ KINDS: dict[str, Kind] = {
             "Module Containers > ModuleList",
         ),
         Kind(
-            "TS08", "nn.ModuleDict indexed by a non-literal key",
+            "TS08",
+            "nn.ModuleDict indexed by a non-literal key",
             "TorchScript resolves ModuleDict lookups at compile time, so the key must be a string literal.",
             "Iterate with .items() and match the key, or use string literals, or type the dict with a "
             "@torch.jit.interface.",
@@ -94,7 +102,8 @@ KINDS: dict[str, Kind] = {
             "Module Containers > ModuleDict",
         ),
         Kind(
-            "TS09", "module called through a container",
+            "TS09",
+            "module called through a container",
             "A submodule taken out of a plain list or tuple has no static module type, and a ModuleList or "
             "ModuleDict has no forward of its own, so TorchScript cannot call it "
             "(\"object has no attribute or method '__call__'\").",
@@ -104,16 +113,18 @@ KINDS: dict[str, Kind] = {
             "Module Containers",
         ),
         Kind(
-            "TS10", "global or closure state in a compiled method",
+            "TS10",
+            "global or closure state in a compiled method",
             "TorchScript does not capture module-level or closed-over Python values (dicts, lists, ints, "
-            "tensors) in compiled code (\"python value of type ... cannot be used as a value\").",
+            'tensors) in compiled code ("python value of type ... cannot be used as a value").',
             "Store the value on the module in __init__ (a Final constant, an attribute or a buffer).",
-            "SCALES = {\"a\": 2.0}\n...\nreturn x * SCALES[\"a\"]",
-            "self.scale_a: Final[float] = SCALES[\"a\"]  # in __init__\n...\nreturn x * self.scale_a",
+            'SCALES = {"a": 2.0}\n...\nreturn x * SCALES["a"]',
+            'self.scale_a: Final[float] = SCALES["a"]  # in __init__\n...\nreturn x * self.scale_a',
             "Python Functions and Modules > Global variables; Module Attributes",
         ),
         Kind(
-            "TS11", "dynamic Python TorchScript cannot compile",
+            "TS11",
+            "dynamic Python TorchScript cannot compile",
             "getattr with a computed name, try/except, `with` on anything but torch.no_grad()/enable_grad(), "
             "generators and yield, lambdas, and *-unpacking into calls have no TorchScript equivalent.",
             "Resolve names in __init__, check conditions instead of catching, use plain loops and named "
@@ -123,16 +134,18 @@ KINDS: dict[str, Kind] = {
             "Statements; Expressions",
         ),
         Kind(
-            "TS12", "tensor used where a Python value is needed",
+            "TS12",
+            "tensor used where a Python value is needed",
             "A tensor (e.g. from .sum() or .max()) is used as a loop bound, a size or a literal container "
-            "element, where TorchScript needs an int (\"found Tensor\", \"Unsupported value kind: Tensor\").",
+            'element, where TorchScript needs an int ("found Tensor", "Unsupported value kind: Tensor").',
             "Convert explicitly with int(t) (or t.item()), or use x.size(d) / x.shape[d], which are ints.",
             "n = x.sum()\nfor i in range(n): ...",
             "n = int(x.sum())\nfor i in range(n): ...",
             "Types > Type Refinement; Builtin Functions",
         ),
         Kind(
-            "TS13", "unannotated argument that is not a Tensor",
+            "TS13",
+            "unannotated argument that is not a Tensor",
             "TorchScript types every unannotated argument as Tensor, so an int flag, a bool default or a "
             "list of tensors fails to compile, or compiles to the wrong type.",
             "Annotate the argument: `k: int`, `flag: bool = False`, `xs: List[Tensor]`.",
@@ -141,13 +154,17 @@ KINDS: dict[str, Kind] = {
             "Types > Default Types",
         ),
         Kind(
-            "TS00", "TorchScript refused this code",
+            "TS00",
+            "TorchScript refused this code",
             "TorchScript could not compile this line (not one of the known classes).",
             "Read TorchScript's message below; rewrite the line with supported constructs, or trace.",
-            "", "", "TorchScript Language Reference",
+            "",
+            "",
+            "TorchScript Language Reference",
         ),
         Kind(
-            "TR01", "tracing froze Python behaviour",
+            "TR01",
+            "tracing froze Python behaviour",
             "Tracing records one run: Python values computed from tensors (bools, ints, shapes turned into "
             "constants) are frozen into the graph, and data-dependent branches keep the path taken.",
             "Make the model scriptable, or check the traced model at other input sizes (tsrepo does).",
@@ -156,12 +173,15 @@ KINDS: dict[str, Kind] = {
             "torch.jit.trace > Tracer Warnings",
         ),
         Kind(
-            "TR02", "traced model diverges from eager",
+            "TR02",
+            "traced model diverges from eager",
             "The traced module gives other answers than the eager model at a second input size or batch "
             "size: tracing froze a shape or a branch.",
             "Make the model scriptable (tsrepo doctor lists why it is not), or remove the shape-dependent "
             "Python logic.",
-            "", "", "torch.jit.trace",
+            "",
+            "",
+            "torch.jit.trace",
         ),
     )
 }

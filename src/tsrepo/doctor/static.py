@@ -23,12 +23,43 @@ from tsrepo.doctor.catalogue import KINDS
 
 ALLOWED_WITH = {"no_grad", "enable_grad", "record_function"}
 TENSOR_METHODS = {
-    "sum", "mean", "max", "min", "argmax", "argmin", "prod", "norm", "long", "round", "floor", "ceil", "abs",
-    "clamp", "count_nonzero", "std", "var", "amax", "amin", "cumsum",
+    "sum",
+    "mean",
+    "max",
+    "min",
+    "argmax",
+    "argmin",
+    "prod",
+    "norm",
+    "long",
+    "round",
+    "floor",
+    "ceil",
+    "abs",
+    "clamp",
+    "count_nonzero",
+    "std",
+    "var",
+    "amax",
+    "amin",
+    "cumsum",
 }
 SHAPE_CALLS = {
-    "new_zeros", "new_ones", "new_full", "new_empty", "view", "reshape", "expand", "repeat", "zeros", "ones",
-    "empty", "full", "randn", "rand", "arange",
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "new_empty",
+    "view",
+    "reshape",
+    "expand",
+    "repeat",
+    "zeros",
+    "ones",
+    "empty",
+    "full",
+    "randn",
+    "rand",
+    "arange",
 }
 CONTAINERS = (nn.ModuleList, nn.ModuleDict, nn.Sequential, nn.ParameterList, nn.ParameterDict)
 SCALAR_TYPES = (bool, int, float, str, type(None), torch.device, torch.dtype, torch.Tensor)
@@ -81,8 +112,11 @@ def convertible(value, depth: int = 0) -> bool:
             return True
         keys = {type(k) for k in value}
         vals = {type(v) for v in value.values()}
-        return len(keys) == 1 and keys <= {str, int, float} and len(vals) == 1 and all(
-            convertible(v, depth + 1) for v in value.values()
+        return (
+            len(keys) == 1
+            and keys <= {str, int, float}
+            and len(vals) == 1
+            and all(convertible(v, depth + 1) for v in value.values())
         )
     return False
 
@@ -134,7 +168,7 @@ class _FunctionPass(ast.NodeVisitor):
         closure = getattr(func, "__closure__", None) or ()
         self.closure = {}
         if code is not None:
-            for name, cell in zip(code.co_freevars, closure):
+            for name, cell in zip(code.co_freevars, closure, strict=False):
                 try:
                     self.closure[name] = cell.cell_contents
                 except ValueError:
@@ -174,11 +208,14 @@ class _FunctionPass(ast.NodeVisitor):
         if args.vararg:
             self.add(tree, "TS04", f"`*{args.vararg.arg}`: TorchScript cannot compile a variable number of arguments")
         if args.kwarg:
-            self.add(tree, "TS04", f"`**{args.kwarg.arg}`: TorchScript cannot compile keyword arguments collected in a dict")
+            self.add(
+                tree, "TS04", f"`**{args.kwarg.arg}`: TorchScript cannot compile keyword arguments collected in a dict"
+            )
         if args.kwonlyargs:
             names = ", ".join(a.arg for a in args.kwonlyargs)
             self.add(tree, "TS04", f"keyword-only argument(s) {names}: TorchScript cannot compile them")
-        defaults = dict(zip([a.arg for a in all_args][-len(args.defaults) :] if args.defaults else [], args.defaults))
+        with_defaults = [a.arg for a in all_args][-len(args.defaults) :] if args.defaults else []
+        defaults = dict(zip(with_defaults, args.defaults, strict=True))
         for a in all_args[1:]:
             if a.annotation is not None:
                 self.check_annotation(a.annotation, f"argument `{a.arg}`")
@@ -186,7 +223,8 @@ class _FunctionPass(ast.NodeVisitor):
             default = defaults.get(a.arg)
             if default is not None and not (isinstance(default, ast.Constant) and default.value is None):
                 self.add(
-                    a, "TS13",
+                    a,
+                    "TS13",
                     f"`{a.arg}` has a default ({ast.unparse(default)}) but no annotation, so TorchScript types it"
                     " as Tensor",
                 )
@@ -210,7 +248,8 @@ class _FunctionPass(ast.NodeVisitor):
                 if _user_class(value):
                     kind = "dataclass" if dataclasses.is_dataclass(value) else "class"
                     self.add(
-                        node, "TS04",
+                        node,
+                        "TS04",
                         f"{what} is a plain Python {kind} ({sub.id}); TorchScript and Triton pass only tensors",
                     )
                     return
@@ -239,8 +278,12 @@ class _FunctionPass(ast.NodeVisitor):
             if isinstance(n, ast.Name):
                 self.locals.add(n.id)
         if isinstance(target, ast.Name) and value is not None:
-            if isinstance(value, (ast.List, ast.Tuple)) and value.elts and all(
-                isinstance(self.attr_value(_is_self_attr(e, self.self_name) or ""), nn.Module) for e in value.elts
+            if (
+                isinstance(value, (ast.List, ast.Tuple))
+                and value.elts
+                and all(
+                    isinstance(self.attr_value(_is_self_attr(e, self.self_name) or ""), nn.Module) for e in value.elts
+                )
             ):
                 self.module_lists.add(target.id)
             if self.tensor_valued(value):
@@ -263,7 +306,11 @@ class _FunctionPass(ast.NodeVisitor):
             if node.iter.id in self.module_lists:
                 self.module_vars.add(node.target.id)
             if node.iter.id in self.unannotated:
-                self.add(node.iter, "TS13", f"`{node.iter.id}` is iterated but has no annotation (TorchScript makes it a Tensor)")
+                self.add(
+                    node.iter,
+                    "TS13",
+                    f"`{node.iter.id}` is iterated but has no annotation (TorchScript makes it a Tensor)",
+                )
         for stmt in node.body + node.orelse:
             self.visit(stmt)
 
@@ -282,7 +329,9 @@ class _FunctionPass(ast.NodeVisitor):
             expr = item.context_expr
             name = _dotted(expr.func if isinstance(expr, ast.Call) else expr).rsplit(".", 1)[-1]
             if name not in ALLOWED_WITH:
-                self.add(node, "TS11", f"`with {ast.unparse(expr)}`: only torch.no_grad()/enable_grad() can be compiled")
+                self.add(
+                    node, "TS11", f"`with {ast.unparse(expr)}`: only torch.no_grad()/enable_grad() can be compiled"
+                )
             if item.optional_vars is not None:
                 self.bind(item.optional_vars, None)
         for stmt in node.body:
@@ -330,7 +379,11 @@ class _FunctionPass(ast.NodeVisitor):
             value = self.attr_value(attr)
             if isinstance(value, (nn.ModuleList, nn.Sequential)) and not isinstance(node.slice, ast.Slice):
                 if not _int_literal(node.slice):
-                    self.add(node, "TS07", f"`{ast.unparse(node)}`: the index `{ast.unparse(node.slice)}` is not an integer literal")
+                    self.add(
+                        node,
+                        "TS07",
+                        f"`{ast.unparse(node)}`: the index `{ast.unparse(node.slice)}` is not an integer literal",
+                    )
             elif isinstance(value, nn.ModuleDict):
                 s = node.slice
                 if not (isinstance(s, ast.Constant) and isinstance(s.value, str)):
@@ -350,7 +403,9 @@ class _FunctionPass(ast.NodeVisitor):
         if attr is not None:
             value = self.attr_value(attr)
             if isinstance(value, (nn.ModuleList, nn.ModuleDict)):
-                self.add(node, "TS09", f"`{ast.unparse(func)}` is a {type(value).__name__}, which has no forward to call")
+                self.add(
+                    node, "TS09", f"`{ast.unparse(func)}` is a {type(value).__name__}, which has no forward to call"
+                )
             elif value is _MISSING and callable(getattr(type(self.module), attr, None)):
                 self.called_methods.add(attr)
         if isinstance(func, ast.Name) and func.id in self.module_vars:
@@ -360,7 +415,9 @@ class _FunctionPass(ast.NodeVisitor):
         if fname == "range":
             for a in node.args:
                 if isinstance(a, ast.Name) and a.id in self.unannotated:
-                    self.add(a, "TS13", f"`{a.id}` is a range bound but has no annotation (TorchScript makes it a Tensor)")
+                    self.add(
+                        a, "TS13", f"`{a.id}` is a range bound but has no annotation (TorchScript makes it a Tensor)"
+                    )
                 elif self.tensor_valued(a):
                     self.add(a, "TS12", f"`{ast.unparse(a)}` is a tensor used as a range bound")
         if fname == "len":
@@ -387,7 +444,9 @@ class _FunctionPass(ast.NodeVisitor):
                     isinstance(v, nn.Module) for v in (value.values() if isinstance(value, dict) else value)
                 ):
                     hint = "; modules belong in nn.ModuleList / nn.ModuleDict"
-                self.add(node, "TS05", f"`self.{attr}` is a {kind} ({_short(value)}), which TorchScript cannot convert{hint}")
+                self.add(
+                    node, "TS05", f"`self.{attr}` is a {kind} ({_short(value)}), which TorchScript cannot convert{hint}"
+                )
         self.generic_visit(node)
 
     def visit_Name(self, node: ast.Name) -> None:
@@ -429,7 +488,11 @@ def _no_source(module: nn.Module, func) -> Finding:
     file = code.co_filename if code else "<unknown>"
     line = code.co_firstlineno if code else 0
     return Finding(
-        file, line, 1, "TS06", f"class {type(module).__name__}",
+        file,
+        line,
+        1,
+        "TS06",
+        f"class {type(module).__name__}",
         f"no source for {type(module).__qualname__}.{func.__name__} (defined in {file})",
     )
 
@@ -493,4 +556,4 @@ def analyse(model: nn.Module) -> list[Finding]:
     return sorted(findings, key=lambda f: (f.file, f.line, f.col, f.kind, f.detail))
 
 
-__all__ = ["Finding", "analyse", "convertible", "builtins"]
+__all__ = ["Finding", "analyse", "builtins", "convertible"]

@@ -20,9 +20,14 @@ PATTERNS: list[tuple[re.Pattern, str]] = [
     (re.compile(r"Could not cast attribute|failed to convert Python type"), "TS05"),
     (re.compile(r"Failed to get source for <function \w+\.__init__"), "TS05"),
     (re.compile(r"[Cc]ould not get source code|Can't get source for|Failed to get source for"), "TS06"),
-    (re.compile(r"getattr's second argument must be a string literal|try blocks aren't supported|"
-                r"Yield aren't supported|Lambda aren't supported|GeneratorExp aren't supported|"
-                r"cannot statically infer the expected size of a list|With item expression must return an object"), "TS11"),
+    (
+        re.compile(
+            r"getattr's second argument must be a string literal|try blocks aren't supported|"
+            r"Yield aren't supported|Lambda aren't supported|GeneratorExp aren't supported|"
+            r"cannot statically infer the expected size of a list|With item expression must return an object"
+        ),
+        "TS11",
+    ),
     (re.compile(r"found Tensor|Unsupported value kind: Tensor|Union\[Tensor, int\]"), "TS12"),
     (re.compile(r"can't take variable number of arguments|keyword-only arguments"), "TS04"),
 ]

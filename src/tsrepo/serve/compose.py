@@ -113,7 +113,7 @@ def prepare(repo: Path, compose_file: Path) -> Prepared:
 def compose_command() -> list[str]:
     """`docker compose` (plugin) where it exists, else the standalone `docker-compose`."""
     if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+        probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True, check=False)
         if probe.returncode == 0:
             return ["docker", "compose"]
     if shutil.which("docker-compose"):
@@ -124,7 +124,9 @@ def compose_command() -> list[str]:
 def check_engine() -> None:
     if not shutil.which("docker"):
         raise ServeError("the docker client is not installed; use --engine local")
-    probe = subprocess.run(["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True)
+    probe = subprocess.run(
+        ["docker", "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, check=False
+    )
     if probe.returncode != 0:
         reason = (probe.stderr or probe.stdout).strip().splitlines()
         raise ServeError(

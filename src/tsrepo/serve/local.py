@@ -145,8 +145,7 @@ class LocalServer:
     def models(self) -> list[ModelState]:
         data = _post_json(f"http://{self.http_url}/v2/repository/index", {})
         return [
-            ModelState(m.get("name", ""), m.get("version", ""), m.get("state", ""), m.get("reason", ""))
-            for m in data
+            ModelState(m.get("name", ""), m.get("version", ""), m.get("state", ""), m.get("reason", "")) for m in data
         ]
 
     def stop(self, timeout: float = 20.0) -> None:
@@ -268,8 +267,13 @@ def start(
     log = open(log_path, "wb")
     try:
         process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=server_env(install), start_new_session=True, cwd=work,
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=server_env(install),
+            start_new_session=True,
+            cwd=work,
         )
     finally:
         log.close()

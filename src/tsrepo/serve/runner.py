@@ -14,7 +14,7 @@ from tsrepo.errors import ServeError
 from tsrepo.serve import compose, local
 from tsrepo.serve.local import ModelState, Ports, load_failure_message
 
-__all__ = ["Ports", "start", "wait_for_signal", "DockerServer"]
+__all__ = ["DockerServer", "Ports", "start", "wait_for_signal"]
 
 
 @dataclass
@@ -29,13 +29,15 @@ class DockerServer:
 
     def models(self) -> list[ModelState]:
         data = local._post_json(f"http://127.0.0.1:{self.ports.http}/v2/repository/index", {})
-        return [ModelState(m.get("name", ""), m.get("version", ""), m.get("state", ""), m.get("reason", "")) for m in data]
+        return [
+            ModelState(m.get("name", ""), m.get("version", ""), m.get("state", ""), m.get("reason", "")) for m in data
+        ]
 
     def alive(self) -> bool:
         return local._get_status(f"http://127.0.0.1:{self.ports.http}/v2/health/live") == 200
 
     def stop(self) -> None:
-        subprocess.run([*self.command, "down"], env=self.env, capture_output=True)
+        subprocess.run([*self.command, "down"], env=self.env, capture_output=True, check=False)
 
     def __enter__(self):
         return self
@@ -44,7 +46,9 @@ class DockerServer:
         self.stop()
 
 
-def _start_docker(repo: Path, ports: Ports, compose_file: Path, timeout: float, exit_on_error: bool, progress) -> DockerServer:
+def _start_docker(
+    repo: Path, ports: Ports, compose_file: Path, timeout: float, exit_on_error: bool, progress
+) -> DockerServer:
     compose.check_engine()
     prepared = compose.prepare(repo, compose_file)
     gpu = local.gpu_visible()
@@ -66,7 +70,7 @@ def _start_docker(repo: Path, ports: Ports, compose_file: Path, timeout: float, 
     if not gpu:
         server.warnings.append("no GPU is visible: serving the KIND_CPU copy with the triton-cpu service")
     progress(f"docker compose up {service} ({prepared.choice.image})")
-    up = subprocess.run([*command, "up", "-d", service], env=env, capture_output=True, text=True)
+    up = subprocess.run([*command, "up", "-d", service], env=env, capture_output=True, text=True, check=False)
     if up.returncode != 0:
         raise ServeError(f"docker compose up failed: {(up.stderr or up.stdout).strip()[-800:]}")
     deadline = time.monotonic() + timeout
@@ -82,12 +86,22 @@ def _start_docker(repo: Path, ports: Ports, compose_file: Path, timeout: float, 
     return server
 
 
-def start(engine: str, repo: Path, ports: Ports, *, exit_on_error: bool = True, timeout: float = 180.0,
-          compose_file: Path = Path("docker/docker-compose.yml"), templates: Path | None = None,
-          progress=lambda _m: None):
+def start(
+    engine: str,
+    repo: Path,
+    ports: Ports,
+    *,
+    exit_on_error: bool = True,
+    timeout: float = 180.0,
+    compose_file: Path = Path("docker/docker-compose.yml"),
+    templates: Path | None = None,
+    progress=lambda _m: None,
+):
     if engine == "docker":
         return _start_docker(repo, ports, compose_file, timeout, exit_on_error, progress)
-    return local.start(repo, ports, exit_on_error=exit_on_error, timeout=timeout, templates=templates, progress=progress)
+    return local.start(
+        repo, ports, exit_on_error=exit_on_error, timeout=timeout, templates=templates, progress=progress
+    )
 
 
 def sigterm_as_interrupt() -> None:

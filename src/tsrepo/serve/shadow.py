@@ -88,6 +88,11 @@ def build_shadow(repo: Path, dest: Path, gpu_available: bool, templates: Path | 
                     )
         target.mkdir()
         (target / "config.pbtxt").write_text(text_format.MessageToString(cfg))
+        for extra in model_dir.iterdir():
+            # Sidecars (tsrepo.json, READMEs) stay beside the config, as in the real repository:
+            # Triton ignores files and non-numeric folders in a model folder.
+            if extra.name != "config.pbtxt" and not (extra.is_dir() and extra.name.isdigit()):
+                os.symlink(extra.resolve(), target / extra.name)
         runner = runner or render_runner(name, templates)
         for v in versions:
             (target / v.name).mkdir()
