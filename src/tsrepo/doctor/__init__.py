@@ -163,7 +163,7 @@ def check(spec, allow_trace: bool = False) -> Report:
                     )
                 )
                 return report
-            names = names or [f"output {i}" for i in range(len(eager))]
+            names = names or [f"#{i}" for i in range(len(eager))]
             try:
                 c = verify.check_equal(
                     spec, "exported and eager", eager, got, names, f"shapes {[list(a.shape) for a in args]}"
