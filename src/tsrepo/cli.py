@@ -40,7 +40,9 @@ def main() -> None:
 
     \b
     build     script/trace models, verify them, write a Triton model repository
+    doctor    explain why a model does not script, finding by finding, with the fix
     serve     start a real Triton server on a repository (locally or with docker compose)
+    compose   pick the container tag for docker/ and write the KIND_CPU copy
     validate  prove the served answers equal the local TorchScript answers
     bench     load-test a served model (concurrency and request-rate sweeps)
     """
