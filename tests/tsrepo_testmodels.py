@@ -150,3 +150,30 @@ class DataDependentUnscriptable(nn.Module):
 
 def data_dependent_unscriptable() -> nn.Module:
     return DataDependentUnscriptable()
+
+
+class ScalarPerRow(nn.Module):
+    """Takes ids of shape [batch] (one value per row) and returns [batch] scores."""
+
+    def __init__(self):
+        super().__init__()
+        self.table = nn.Embedding(10, 4)
+
+    def forward(self, ids: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return self.table(ids).sum(dim=1) * weight
+
+
+def scalar_per_row() -> nn.Module:
+    return ScalarPerRow()
+
+
+class InferenceProbe(nn.Module):
+    """Returns 1 where it runs under torch.inference_mode (to check INFERENCE_MODE is honoured), else 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fresh = torch.zeros_like(x)  # a tensor made inside forward is an inference tensor under inference_mode
+        return x * 0 + float(fresh.is_inference())
+
+
+def inference_probe() -> nn.Module:
+    return InferenceProbe()

@@ -225,13 +225,13 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
 
 
 def model_config(spec: ModelSpec, sig: signature.Signature, batching) -> config.ModelConfig:
-    inputs = tuple(config.TensorConfig(s.name, s.dtype.triton, s.dims) for s in sig.inputs)
+    inputs = tuple(config.TensorConfig(s.name, s.dtype.triton, s.dims, s.reshape) for s in sig.inputs)
     outputs = tuple(config.TensorConfig(o.name, o.dtype.triton, o.dims, o.reshape) for o in sig.outputs)
     groups = tuple(config.InstanceGroupConfig(KIND_NAMES[g.kind], g.count, g.gpus) for g in spec.instance_groups)
     warmup: tuple[config.WarmupConfig, ...] = ()
     if spec.warmup is not None:
         warm_inputs = tuple(
-            config.TensorConfig(s.name, s.dtype.triton, tuple(d.min for d in s.spec.shape)) for s in sig.inputs
+            config.TensorConfig(s.name, s.dtype.triton, tuple(d.min for d in s.spec.shape) or (1,)) for s in sig.inputs
         )
         bs = spec.warmup.batch_size if spec.max_batch_size else 0
         warmup = (config.WarmupConfig(f"warmup_batch_{bs or 1}", bs, spec.warmup.count, warm_inputs),)

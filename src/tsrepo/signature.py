@@ -27,7 +27,14 @@ class InputSig:
 
     @property
     def dims(self) -> tuple[int, ...]:
+        """Config dims: a scalar per row travels as [1] and is reshaped to nothing for the model."""
+        if not self.spec.shape:
+            return (1,)
         return tuple(-1 if d.dynamic else d.min for d in self.spec.shape)
+
+    @property
+    def reshape(self) -> tuple[int, ...] | None:
+        return () if not self.spec.shape else None
 
 
 @dataclass(frozen=True)

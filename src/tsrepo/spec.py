@@ -274,11 +274,8 @@ def parse_tensor(ctx: _Ctx, key: str, value: Any) -> TensorSpec:
     if "shape" not in value:
         raise ctx.fail(f"{key}.shape", "missing; add e.g. shape = [3, 224, 224] (without the batch dim)")
     shape = _want(ctx, f"{key}.shape", value["shape"], list, "a list of dims")
-    if not shape:
-        raise ctx.fail(
-            f"{key}.shape",
-            "is empty; Triton needs at least one dim (use [1] for a scalar per request)",
-        )
+    # An empty shape is one value per batch row (forward gets [batch]); parse_model checks that the
+    # model batches, and the config carries it as dims [1] with reshape [].
     dims = tuple(parse_dim(ctx, f"{key}.shape[{i}]", d) for i, d in enumerate(shape))
     rng = None
     if "range" in value:
@@ -455,6 +452,7 @@ def parse_model(table: dict, defaults: dict, origin: str, base_dir: Path, index:
     if not raw_inputs:
         raise ctx.fail("inputs", "is empty; a served model needs at least one input")
     inputs = tuple(parse_tensor(ctx, f"inputs[{i}]", t) for i, t in enumerate(raw_inputs))
+    scalar = [i for i, t in enumerate(inputs) if not t.shape]
     names = [t.name for t in inputs if t.name is not None]
     if len(set(names)) != len(names):
         raise ctx.fail("inputs", f"two inputs share a name: {names}")
@@ -474,6 +472,12 @@ def parse_model(table: dict, defaults: dict, origin: str, base_dir: Path, index:
     mbs = _want(ctx, "max_batch_size", merged.get("max_batch_size", 0), int, "an integer")
     if mbs < 0:
         raise ctx.fail("max_batch_size", f"must be >= 0 (0 = no batch dimension), got {mbs}")
+    if scalar and mbs == 0:
+        raise ctx.fail(
+            f"inputs[{scalar[0]}].shape",
+            "is empty, which means one value per batch row, but max_batch_size is 0; give the full shape"
+            " (e.g. [1]) or set max_batch_size",
+        )
 
     groups = parse_instance_groups(ctx, merged["instance_group"]) if "instance_group" in merged else ()
     batching = parse_dynamic_batching(ctx, merged["dynamic_batching"]) if "dynamic_batching" in merged else None

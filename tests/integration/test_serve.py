@@ -209,3 +209,32 @@ def test_serving_never_writes_to_the_users_repository(example_repo, example_serv
     assert example_server.models()
     assert {str(p): p.stat().st_mtime_ns for p in example_repo.rglob("*")} == before
     assert not any(p.name == "model.py" for p in example_repo.rglob("*"))
+
+
+def test_reshaped_inputs_and_backend_parameters_on_the_local_engine(tmp_path):
+    from tsrepo.client import validate
+
+    spec = tmp_path / "tsrepo.toml"
+    spec.write_text(
+        "[defaults]\nmax_batch_size = 4\n\n"
+        '[[model]]\nname = "scalar"\nsource = "tsrepo_testmodels:scalar_per_row"\nversion = 1\n'
+        "dynamic_batching = { max_queue_delay_microseconds = 500 }\n"
+        'inputs = [{ name = "ids", dtype = "int64", shape = [], range = [0, 10] },'
+        ' { name = "weight", dtype = "float32", shape = [] }]\n\n'
+        '[[model]]\nname = "inference_on"\nsource = "tsrepo_testmodels:inference_probe"\nversion = 1\n'
+        'export = "script"\ninputs = [{ name = "x", dtype = "float32", shape = [2] }]\n\n'
+        '[[model]]\nname = "inference_off"\nsource = "tsrepo_testmodels:inference_probe"\nversion = 1\n'
+        'export = "script"\nparameters = { INFERENCE_MODE = "false", INTRA_OP_THREAD_COUNT = 1 }\n'
+        'inputs = [{ name = "x", dtype = "float32", shape = [2] }]\n'
+    )
+    repo = tmp_path / "repo"
+    build.build(load_spec(spec), repo)
+    with local.start(repo, free_ports(), timeout=240) as server:
+        results = validate.validate(server.http_url, repo, ["scalar"], samples=4)
+        assert results[0].status == "pass", results[0].problems
+        http = httpclient.InferenceServerClient(server.http_url)
+        x = np.ones((1, 2), np.float32)
+        i = httpclient.InferInput("x", x.shape, "FP32")
+        i.set_data_from_numpy(x)
+        assert http.infer("inference_on", [i]).as_numpy("OUTPUT__0").tolist() == [[1.0, 1.0]]
+        assert http.infer("inference_off", [i]).as_numpy("OUTPUT__0").tolist() == [[0.0, 0.0]]

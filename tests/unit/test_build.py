@@ -375,3 +375,29 @@ def test_examples_match_the_committed_golden_repository(tmp_path):
                 v.pop("sha256")
                 v.pop("torch")
         assert new == old
+
+
+def test_one_value_per_row_inputs_travel_as_dims_1_with_an_empty_reshape(write_spec, tmp_path):
+    spec = _spec(
+        write_spec,
+        'name = "s"\nsource = "tsrepo_testmodels:scalar_per_row"\n'
+        'inputs = [{ name = "ids", dtype = "int64", shape = [], range = [0, 10] },'
+        ' { name = "weight", dtype = "float32", shape = [] }]\nwarmup = { batch_size = 2 }',
+    )
+    pm = build.build(spec, tmp_path / "repo").models[0]
+    parsed = text_format.Parse((tmp_path / "repo" / "s" / "config.pbtxt").read_text(), pb.ModelConfig())
+    for t in parsed.input:
+        assert list(t.dims) == [1] and t.HasField("reshape") and list(t.reshape.shape) == []
+    out = parsed.output[0]
+    assert list(out.dims) == [1] and out.HasField("reshape")  # [batch] scores
+    assert list(parsed.model_warmup[0].inputs["ids"].dims) == [1]
+    assert pm.checks["runs"] == 2
+
+
+def test_empty_shape_without_batching_is_refused(write_spec):
+    with pytest.raises(SpecError, match=r"inputs\[0\].shape.*max_batch_size is 0"):
+        _spec(
+            write_spec,
+            'name = "s"\nsource = "x:y"\ninputs = [{ dtype = "float32", shape = [] }]',
+            defaults="max_batch_size = 0",
+        )

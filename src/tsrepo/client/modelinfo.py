@@ -22,6 +22,13 @@ class TensorInfo:
     dims: tuple  # per dim: int, or (min, max) for a dynamic dim
     range: tuple | None = None
     argument: int = 0
+    reshape: tuple | None = None  # the shape forward sees (without batch), when the config reshapes
+
+    def for_model(self, arr: np.ndarray, batched: bool) -> np.ndarray:
+        """The array as forward receives it: Triton applies the config's reshape before the backend."""
+        if self.reshape is None:
+            return arr
+        return arr.reshape((arr.shape[:1] if batched else ()) + tuple(self.reshape))
 
 
 @dataclass
@@ -82,7 +89,12 @@ def load(repo: Path, name: str) -> ModelInfo:
         dtype = dtypes.BY_TRITON.get(pb.DataType.Name(inp.data_type))
         if dtype is None or dtype is dtypes.STRING:
             raise TsrepoError(f"{cfg_path}: input {inp.name!r} has a type tsrepo cannot generate")
-        if m is not None:
+        reshape = tuple(inp.reshape.shape) if inp.HasField("reshape") else None
+        if m is not None and reshape is not None:
+            dims = tuple(inp.dims)  # what clients send; tsrepo.json holds the reshaped (model) shape
+            rng = tuple(m["range"]) if m.get("range") else None
+            arg = m.get("argument", i)
+        elif m is not None:
             dims = tuple(d if isinstance(d, int) else (d[0], d[1]) for d in m["shape"])
             rng = tuple(m["range"]) if m.get("range") else None
             arg = m.get("argument", i)
@@ -93,7 +105,7 @@ def load(repo: Path, name: str) -> ModelInfo:
                     " `tsrepo build` (which records dim ranges), or pass --input-data"
                 )
             dims, rng, arg = tuple(inp.dims), None, i
-        inputs.append(TensorInfo(inp.name, dtype, dims, rng, arg))
+        inputs.append(TensorInfo(inp.name, dtype, dims, rng, arg, reshape))
     return ModelInfo(name, folder, cfg, meta, inputs, [o.name for o in cfg.output])
 
 

@@ -271,13 +271,15 @@ def validate_model(
         size, batch = sizes[k % len(sizes)], batches[k % len(batches)]
         arrays = info.sample(rng, batch, size)
         with torch.no_grad():
-            local_out = module(*[torch.from_numpy(arrays[t.name]) for t in ordered])
+            local_out = module(*[torch.from_numpy(t.for_model(arrays[t.name], mbs > 0)) for t in ordered])
         local_out = local_out if isinstance(local_out, tuple) else (local_out,)
         expected = {}
+        reshaped = {o.name: list(o.dims) for o in info.config.output if o.HasField("reshape")}
         for oname, value in zip(info.outputs, local_out, strict=False):
-            expected[oname] = (
-                np.array([s.encode() for s in value], dtype=np.object_) if isinstance(value, list) else value.numpy()
-            )
+            arr = np.array([s.encode() for s in value], dtype=np.object_) if isinstance(value, list) else value.numpy()
+            if oname in reshaped:  # Triton reshapes the model's output back to the config dims
+                arr = arr.reshape((arr.shape[:1] if mbs > 0 else ()) + tuple(reshaped[oname]))
+            expected[oname] = arr
         context = f"sample {k + 1}, batch {batch}, shapes {[list(a.shape) for a in arrays.values()]}"
         try:
             served = transport.infer(name, version, arrays, info.outputs)

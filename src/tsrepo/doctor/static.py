@@ -21,7 +21,7 @@ from torch import nn
 
 from tsrepo.doctor.catalogue import KINDS
 
-ALLOWED_WITH = {"no_grad", "enable_grad", "record_function"}
+ALLOWED_WITH = {"no_grad", "enable_grad", "record_function", "autocast"}
 TENSOR_METHODS = {
     "sum",
     "mean",

@@ -260,6 +260,8 @@ def start(
         "--disable-auto-complete-config",
         # Load failures are collected from the repository index and reported by model name below.
         "--exit-on-error=false",
+        # Idle keep-alive client connections otherwise hold a SIGTERM for the default 30 s.
+        "--exit-timeout-secs=3",
         f"--log-verbose={log_verbose}",
     ]
     if not gpu_visible():
