@@ -129,3 +129,17 @@ def test_input_data_files_load_from_npz_and_json(tmp_path):
     assert load_input_data(tmp_path / "in.npz")["x"].tolist() == [0.0, 1.0, 2.0]
     loaded = load_input_data(tmp_path / "in.json")
     assert loaded["x"].dtype == np.int64 and loaded["y"].shape == (1, 1)
+
+
+def test_serve_says_which_port_is_taken(runner, tmp_path):
+    import socket
+
+    from tsrepo.serve.ports import free_port
+
+    port = free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        result = runner.invoke(main, ["serve", "--repo", str(tmp_path), "--grpc-port", str(port)])
+    assert result.exit_code == 2
+    assert f"port {port} on 127.0.0.1 is already in use; choose another with --grpc-port" in result.output

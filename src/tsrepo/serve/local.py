@@ -238,6 +238,7 @@ def start(
     model and quoting the server's reason.
     """
     ports = ports or Ports()
+    check_ports_free(ports)
     install = find_triton()
     backends = backend_dir(install)
     work = Path(tempfile.mkdtemp(prefix="tsrepo-serve-"))
@@ -289,6 +290,17 @@ def start(
         server.stop()
         raise
     return server
+
+
+def check_ports_free(ports: Ports) -> None:
+    import socket
+
+    for option, port in (("--http-port", ports.http), ("--grpc-port", ports.grpc), ("--metrics-port", ports.metrics)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                raise ServeError(f"port {port} on 127.0.0.1 is already in use; choose another with {option}") from None
 
 
 def load_failure_message(failed: list[ModelState]) -> str:
