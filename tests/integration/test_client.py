@@ -180,3 +180,14 @@ def test_killing_the_server_mid_bench_ends_quickly_with_partial_results(example_
     assert level["windows_measured"] >= 2 and level["throughput_infer_per_s"] > 0
     assert len(doc["levels"]) == 1  # it stopped instead of trying the next level
     assert "Traceback" not in output
+
+
+def test_bench_over_grpc_with_a_request_count(example_server, example_repo):
+    s = bench.Settings(
+        url=example_server.grpc_url, model="text_encoder", protocol="grpc", requests=200, warmup=0.2, batch_size=2
+    )
+    (level,) = bench.run(s, "concurrency", [2], example_repo)
+    assert level.errors == {} and level.aborted is None
+    assert level.requests >= 200
+    assert level.throughput > 0 and level.latency_ms["p50"] > 0
+    assert level.server["inference_count"] >= 2 * 200  # two rows per request, counted by Triton
