@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import torch
 from torch import nn
@@ -177,3 +177,35 @@ class InferenceProbe(nn.Module):
 
 def inference_probe() -> nn.Module:
     return InferenceProbe()
+
+
+class Labeller(nn.Module):
+    """Mixed outputs: class ids (int64), a bool mask, and one label string per row (List[str])."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.names: List[str] = ["cat", "dog", "bird"]
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, List[str]]:
+        scores = self.fc(x)
+        ids = scores.argmax(dim=1)
+        labels: List[str] = []
+        for i in range(ids.shape[0]):
+            labels.append(self.names[int(ids[i])])
+        return ids, scores > 0, labels
+
+
+def labeller() -> nn.Module:
+    return Labeller()
+
+
+class TwoDynamic(nn.Module):
+    """Two dynamic dims (height, width) and an output that keeps one of them."""
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image.mean(dim=1)  # [B, H, W] -> [B, W]
+
+
+def two_dynamic() -> nn.Module:
+    return TwoDynamic()

@@ -27,16 +27,20 @@ class Exported:
 
 
 @contextlib.contextmanager
-def _on_sys_path(folder: Path):
-    entry = str(folder)
-    added = entry not in sys.path
-    if added:
-        sys.path.insert(0, entry)
+def _on_sys_path(*folders: Path):
+    """Put folders first on sys.path for the import (the spec's folder, then the working directory)."""
+    added = []
+    for folder in reversed(folders):
+        entry = str(folder)
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+            added.append(entry)
     try:
         yield
     finally:
-        if added and entry in sys.path:
-            sys.path.remove(entry)
+        for entry in added:
+            if entry in sys.path:
+                sys.path.remove(entry)
 
 
 def _user_frame(exc: BaseException) -> str:
@@ -56,13 +60,14 @@ def _user_frame(exc: BaseException) -> str:
 def import_factory(spec: ModelSpec) -> nn.Module:
     """Import `package.module:factory` (the spec's folder on sys.path), call it, eval mode."""
     module_name, _, attr = spec.source.partition(":")
-    with _on_sys_path(spec.base_dir):
+    with _on_sys_path(spec.base_dir, Path.cwd()):
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as e:
             raise ExportError(
                 f"{spec.where('source')}: cannot import module {module_name!r} ({e});"
-                f" it must be importable from {spec.base_dir} or the installed packages"
+                f" it must be importable from the spec's folder ({spec.base_dir}), the working directory"
+                " or the installed packages"
             ) from None
         except Exception as e:  # the user's module raised while importing
             raise ExportError(

@@ -211,7 +211,7 @@ def test_serving_never_writes_to_the_users_repository(example_repo, example_serv
     assert not any(p.name == "model.py" for p in example_repo.rglob("*"))
 
 
-def test_reshaped_inputs_and_backend_parameters_on_the_local_engine(tmp_path):
+def test_other_shapes_dtypes_and_backend_parameters_on_the_local_engine(tmp_path):
     from tsrepo.client import validate
 
     spec = tmp_path / "tsrepo.toml"
@@ -225,13 +225,20 @@ def test_reshaped_inputs_and_backend_parameters_on_the_local_engine(tmp_path):
         'export = "script"\ninputs = [{ name = "x", dtype = "float32", shape = [2] }]\n\n'
         '[[model]]\nname = "inference_off"\nsource = "tsrepo_testmodels:inference_probe"\nversion = 1\n'
         'export = "script"\nparameters = { INFERENCE_MODE = "false", INTRA_OP_THREAD_COUNT = 1 }\n'
-        'inputs = [{ name = "x", dtype = "float32", shape = [2] }]\n'
+        'inputs = [{ name = "x", dtype = "float32", shape = [2] }]\n\n'
+        '[[model]]\nname = "labeller"\nsource = "tsrepo_testmodels:labeller"\nversion = 1\n'
+        'inputs = [{ name = "x", dtype = "float32", shape = [4] }]\n\n'
+        '[[model]]\nname = "two_dynamic"\nsource = "tsrepo_testmodels:two_dynamic"\nversion = 1\n'
+        'inputs = [{ name = "image", dtype = "float32", shape = ["2..6", "3..9"] }]\n'
     )
     repo = tmp_path / "repo"
     build.build(load_spec(spec), repo)
     with local.start(repo, free_ports(), timeout=240) as server:
-        results = validate.validate(server.http_url, repo, ["scalar"], samples=4)
-        assert results[0].status == "pass", results[0].problems
+        # int64, bool and List[str] outputs, reshaped inputs and outputs, two dynamic dims: over both protocols
+        for url, protocol in ((server.http_url, "http"), (server.grpc_url, "grpc")):
+            models = ["scalar", "labeller", "two_dynamic"]
+            results = validate.validate(url, repo, models, protocol=protocol, samples=4)
+            assert [r.status for r in results] == ["pass"] * 3, [r.problems for r in results]
         http = httpclient.InferenceServerClient(server.http_url)
         x = np.ones((1, 2), np.float32)
         i = httpclient.InferInput("x", x.shape, "FP32")
