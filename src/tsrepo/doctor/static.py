@@ -551,7 +551,10 @@ def analyse(model: nn.Module) -> list[Finding]:
                 continue
             # Decorators come before `def`: offset so that AST line 1 is the first source line.
             p = _FunctionPass(func, module, file, start - 1, lines)
-            findings.update(p.run(fdef))
+            try:
+                findings.update(p.run(fdef))
+            except Exception:  # an unreadable method must not hide TorchScript's own error
+                continue
             queue.extend(sorted(p.called_methods))
     return sorted(findings, key=lambda f: (f.file, f.line, f.col, f.kind, f.detail))
 
