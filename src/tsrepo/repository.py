@@ -183,17 +183,25 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def staging_parent(root: Path) -> Path:
+    """Where to stage: beside the repository, unless that is another filesystem (the repository is
+    a mount point, say), where a rename cannot reach; then inside it under a hidden name."""
+    if root.parent.is_dir() and os.stat(root.parent).st_dev == os.stat(root).st_dev:
+        return root.parent
+    return root
+
+
 def clean_stale_staging(root: Path) -> None:
     """Remove staging folders left by builds that were killed."""
-    parent = root.parent
-    if not parent.is_dir():
-        return
     prefix = f".{root.name}{STAGING_MARK}"
-    for p in parent.iterdir():
-        if p.name.startswith(prefix):
-            pid_text = p.name[len(prefix) :].split("-")[0]
-            if pid_text.isdigit() and not _pid_alive(int(pid_text)):
-                shutil.rmtree(p, ignore_errors=True)
+    for parent in {root.parent, root}:
+        if not parent.is_dir():
+            continue
+        for p in parent.iterdir():
+            if p.name.startswith(prefix):
+                pid_text = p.name[len(prefix) :].split("-")[0]
+                if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+                    shutil.rmtree(p, ignore_errors=True)
 
 
 def write(p: Plan, on_model=None) -> None:
@@ -201,7 +209,7 @@ def write(p: Plan, on_model=None) -> None:
     root = p.root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     clean_stale_staging(root)
-    staging = root.parent / f".{root.name}{STAGING_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+    staging = staging_parent(root) / f".{root.name}{STAGING_MARK}{os.getpid()}-{secrets.token_hex(4)}"
     staging.mkdir()
     try:
         for m in p.models:
