@@ -1,0 +1,58 @@
+"""The command line: parse arguments, call one library function, turn errors into exit codes.
+
+Heavy modules (torch, tritonclient) are imported inside the commands so `--help` stays instant.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from tsrepo.errors import TsrepoError
+
+
+class _Group(click.Group):
+    """Prints a TsrepoError as one message and exits with its code; TSREPO_DEBUG=1 for tracebacks."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TsrepoError as e:
+            if os.environ.get("TSREPO_DEBUG"):
+                raise
+            click.secho(f"error: {e}", fg="red", err=True)
+            ctx.exit(e.exit_code)
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="tsrepo")
+def main() -> None:
+    """tsrepo: take PyTorch models to Triton Inference Server.
+
+    \b
+    build     script/trace models, verify them, write a Triton model repository
+    doctor    explain why a model does not script, finding by finding, with the fix
+    serve     start a real Triton server on a repository (locally or with docker compose)
+    compose   pick the container tag for docker/ and write the KIND_CPU copy
+    validate  prove the served answers equal the local TorchScript answers
+    bench     load-test a served model (concurrency and request-rate sweeps)
+    """
+
+
+def run() -> None:
+    main(prog_name="tsrepo")
+
+
+# The commands register themselves on `main`; their heavy imports stay inside the functions.
+from tsrepo.cli import build, client, doctor, serve  # noqa: E402, F401
+
+if __name__ == "__main__":
+    sys.exit(run())
