@@ -26,6 +26,15 @@ class _Group(click.Group):
             ctx.exit(e.exit_code)
 
 
+def repo_option(help_text: str):
+    """The --repo option the serving and client commands share."""
+    from pathlib import Path
+
+    return click.option(
+        "--repo", default="model_repository", show_default=True, type=click.Path(path_type=Path), help=help_text
+    )
+
+
 def _console():
     from rich.console import Console
 

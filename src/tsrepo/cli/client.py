@@ -7,18 +7,12 @@ from pathlib import Path
 
 import click
 
-from tsrepo.cli import _console, main
+from tsrepo.cli import _console, main, repo_option
 from tsrepo.errors import TsrepoError
 
 
 @main.command()
-@click.option(
-    "--repo",
-    default="model_repository",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="The repository the server was started on (its model.pt files are run locally).",
-)
+@repo_option("The repository the server was started on (its model.pt files are run locally).")
 @click.option("--url", default="127.0.0.1:8000", show_default=True, help="HOST:PORT of the server (HTTP or gRPC port).")
 @click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
 @click.option("--model", "models", multiple=True, help="Validate only these models (repeatable).")
@@ -110,13 +104,7 @@ def _levels(text: str, what: str) -> list[float]:
     help="http is the low-overhead path (on par with perf_analyzer); grpc costs about 2-3x perf_analyzer's CPU "
     "per request (Python grpcio), which a small machine takes from the server.",
 )
-@click.option(
-    "--repo",
-    default="model_repository",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="Where the model's config and tsrepo.json (input shapes and value ranges) are read.",
-)
+@repo_option("Where the model's config and tsrepo.json (input shapes and value ranges) are read.")
 @click.option("--concurrency", help="Closed loop: comma-separated numbers of concurrent requests, e.g. 1,4,16.")
 @click.option("--request-rate", help="Open loop: comma-separated request rates (requests/s), e.g. 100,500.")
 @click.option("--poisson", is_flag=True, help="With --request-rate: Poisson arrivals instead of constant gaps.")

@@ -7,17 +7,11 @@ from pathlib import Path
 
 import click
 
-from tsrepo.cli import _console, main
+from tsrepo.cli import _console, main, repo_option
 
 
 @main.command()
-@click.option(
-    "--repo",
-    default="model_repository",
-    show_default=True,
-    type=click.Path(path_type=Path),
-    help="The model repository to serve (never written to).",
-)
+@repo_option("The model repository to serve (never written to).")
 @click.option(
     "--engine",
     type=click.Choice(["local", "docker"]),
@@ -95,7 +89,7 @@ def serve(repo, engine, http_port, grpc_port, metrics_port, exit_on_error, timeo
 
 
 @main.command("compose")
-@click.option("--repo", default="model_repository", show_default=True, type=click.Path(path_type=Path))
+@repo_option("The built repository whose torch version picks the container.")
 @click.option(
     "--compose", "compose_file", default="docker/docker-compose.yml", show_default=True, type=click.Path(path_type=Path)
 )

@@ -39,7 +39,7 @@ class Records:
         else:
             self.errors[kind or "error"] += 1
             self.error_ends.append(end)
-            if kind in ("connection refused", "connection lost", "unreachable"):
+            if kind in CONNECTION_FAILURES:
                 self.last_connection_error = end
 
 
@@ -167,6 +167,22 @@ async def _one(target: Target, conn: HttpConnection | None, index: int) -> None:
         await target.grpc.send(index)
 
 
+CONNECTION_FAILURES = ("connection refused", "connection lost", "unreachable")
+
+
+async def _send_recorded(target: Target, conn: HttpConnection | None, index: int, since: float, records: Records):
+    """Send one request and record its latency from `since`; returns the failure kind, or None."""
+    try:
+        await _one(target, conn, index)
+    except RequestFailed as e:
+        t1 = time.perf_counter()
+        records.add(t1, t1 - since, False, e.kind)
+        return e.kind
+    t1 = time.perf_counter()
+    records.add(t1, t1 - since, True)
+    return None
+
+
 async def closed_loop(target: Target, concurrency: int, records: Records, stop: asyncio.Event, deadline: float) -> None:
     """`concurrency` users, each sending its next request as soon as the previous one returns."""
 
@@ -175,16 +191,8 @@ async def closed_loop(target: Target, concurrency: int, records: Records, stop: 
         i = uid
         perf = time.perf_counter
         while not stop.is_set() and perf() < deadline:
-            t0 = perf()
-            try:
-                await _one(target, conn, i)
-                t1 = perf()
-                records.add(t1, t1 - t0, True)
-            except RequestFailed as e:
-                t1 = perf()
-                records.add(t1, t1 - t0, False, e.kind)
-                if e.kind in ("connection refused", "connection lost", "unreachable"):
-                    await asyncio.sleep(CONNECT_RETRY_S)
+            if await _send_recorded(target, conn, i, perf(), records) in CONNECTION_FAILURES:
+                await asyncio.sleep(CONNECT_RETRY_S)
             i += concurrency
         if conn:
             conn.close()
@@ -216,12 +224,7 @@ async def open_loop(
         if target.protocol == "http":
             conn = idle.pop() if idle else HttpConnection(target.host, target.port)
         try:
-            await _one(target, conn, index)
-            t1 = perf()
-            records.add(t1, t1 - scheduled, True)
-        except RequestFailed as e:
-            t1 = perf()
-            records.add(t1, t1 - scheduled, False, e.kind)
+            await _send_recorded(target, conn, index, scheduled, records)
         finally:
             if conn is not None and conn.writer is not None:
                 idle.append(conn)
