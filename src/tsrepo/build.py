@@ -89,14 +89,6 @@ def metadata(p: PreparedModel) -> dict:
     }
 
 
-def _example(spec: ModelSpec, inputs: list[signature.InputSig], rng) -> tuple:
-    """A mid-sized example (batch 2 where allowed: tracing at batch 1 can freeze broadcasts)."""
-    shapes_all = signature.variants(tuple(s.spec for s in inputs))
-    shapes = shapes_all[len(shapes_all) // 2]
-    batch = min(spec.max_batch_size, 2) if spec.max_batch_size else 0
-    return verify.make_args(inputs, shapes, batch, rng)
-
-
 def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progress) -> PreparedModel:
     rng = np.random.default_rng(spec.seed)
     warnings: list[str] = []
@@ -115,7 +107,7 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
         exported = export.Exported(eager_model, None, "file")
     else:
         progress(f"{spec.name}: exporting ({spec.export.value})")
-        exported = export.export(spec, _example(spec, fwd_inputs, rng), eager_model)
+        exported = export.export(spec, verify.example_args(spec, fwd_inputs, rng), eager_model)
     warnings += exported.warnings
     module = exported.module
     forward_args = adapters.check_arguments(spec, module)
@@ -131,7 +123,7 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
                 f"{spec.where('wrap_outputs')}: forward returns {adapters.return_type(module)},"
                 " which the libtorch backend cannot serve; allow wrap_outputs or return a tuple"
             )
-        probe = module(*_example(spec, fwd_inputs, rng))
+        probe = module(*verify.example_args(spec, fwd_inputs, rng))
         keys = list(probe.keys()) if kind == "dict" else len(probe)
         module = adapters.wrap(module, kind, keys)
         readable = adapters.readable_output_names(keys) if kind == "dict" else None
@@ -142,36 +134,33 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
 
     # 4. Verify against eager at every size, collect outputs for the signature.
     progress(f"{spec.name}: verifying")
-    batches = [0] if spec.max_batch_size == 0 else sorted({1, min(spec.max_batch_size, 3)})
     runs: list[tuple[int, list]] = []
     checks: dict = {"runs": 0, "max_abs_error": 0.0, "max_rel_error": 0.0}
     names: list[str] | None = None
-    for shapes in signature.variants(tuple(s.spec for s in fwd_inputs)):
-        for batch in batches:
-            args = verify.make_args(fwd_inputs, shapes, batch, rng)
-            try:
-                scripted_out = verify.run(module, args)
-            except Exception as e:  # the user's model failed on valid inputs
-                raise ExportError(
-                    f"{spec.where('inputs')}: the exported model fails on inputs of shapes"
-                    f" {[list(a.shape) for a in args]}: {str(e).strip().splitlines()[-1]}"
-                ) from None
-            if names is None:
-                names = signature.output_names(spec, len(scripted_out), readable)
-            if exported.eager is not None:
-                eager_out = verify.run(exported.eager, args)
-                c = verify.check_equal(
-                    spec,
-                    f"the {PAST[exported.mode]} and eager models",
-                    eager_out,
-                    scripted_out,
-                    names,
-                    f"input shapes {[list(a.shape) for a in args]}",
-                )
-                checks["max_abs_error"] = max(checks["max_abs_error"], c.max_abs)
-                checks["max_rel_error"] = max(checks["max_rel_error"], c.max_rel)
-            checks["runs"] += 1
-            runs.append((batch, scripted_out))
+    for batch, args in verify.size_grid(spec, fwd_inputs, rng):
+        try:
+            scripted_out = verify.run(module, args)
+        except Exception as e:  # the user's model failed on valid inputs
+            raise ExportError(
+                f"{spec.where('inputs')}: the exported model fails on inputs of shapes"
+                f" {[list(a.shape) for a in args]}: {str(e).strip().splitlines()[-1]}"
+            ) from None
+        if names is None:
+            names = signature.output_names(spec, len(scripted_out), readable)
+        if exported.eager is not None:
+            eager_out = verify.run(exported.eager, args)
+            c = verify.check_equal(
+                spec,
+                f"the {PAST[exported.mode]} and eager models",
+                eager_out,
+                scripted_out,
+                names,
+                f"input shapes {[list(a.shape) for a in args]}",
+            )
+            checks["max_abs_error"] = max(checks["max_abs_error"], c.max_abs)
+            checks["max_rel_error"] = max(checks["max_rel_error"], c.max_rel)
+        checks["runs"] += 1
+        runs.append((batch, scripted_out))
     assert names is not None
     if exported.mode == "trace" and len(runs) < 2:
         warnings.append(
@@ -183,7 +172,7 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
     # 5. Save, reload, compare.
     model_bytes = export.save_bytes(module)
     reloaded = export.load_bytes(model_bytes)
-    args = verify.make_args(fwd_inputs, signature.variants(tuple(s.spec for s in fwd_inputs))[0], batches[-1], rng)
+    # `args` is still the grid's last point: the largest sizes at the largest checked batch.
     verify.check_equal(
         spec,
         "the saved-and-reloaded and in-memory models",

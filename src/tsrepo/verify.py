@@ -33,6 +33,26 @@ def make_args(
     return tuple(args)
 
 
+def example_args(spec: ModelSpec, inputs: list[InputSig], rng: np.random.Generator) -> tuple:
+    """A mid-sized example (batch 2 where allowed: tracing at batch 1 can freeze broadcasts)."""
+    from tsrepo.signature import variants
+
+    shapes_all = variants(tuple(s.spec for s in inputs))
+    batch = min(spec.max_batch_size, 2) if spec.max_batch_size else 0
+    return make_args(inputs, shapes_all[len(shapes_all) // 2], batch, rng)
+
+
+def size_grid(spec: ModelSpec, inputs: list[InputSig], rng: np.random.Generator):
+    """Arguments at every checked size: each dynamic dim at min, middle and max, times batch 1 and 3
+    (or no batch dim). Traced models are thereby run at sizes other than the one they were traced at."""
+    from tsrepo.signature import variants
+
+    batches = [0] if spec.max_batch_size == 0 else sorted({1, min(spec.max_batch_size, 3)})
+    for shapes in variants(tuple(s.spec for s in inputs)):
+        for batch in batches:
+            yield batch, make_args(inputs, shapes, batch, rng)
+
+
 def leaves(result) -> list:
     """Flatten a forward result (Tensor | tuple | List[str]) into a list of outputs."""
     if isinstance(result, torch.Tensor):

@@ -134,9 +134,7 @@ def check(spec, allow_trace: bool = False) -> Report:
     candidate = scripted
     allow_trace = allow_trace or spec.export in (ExportMode.AUTO, ExportMode.TRACE)
     if candidate is None and allow_trace:
-        shapes_all = signature.variants(tuple(s.spec for s in inputs))
-        batch = min(spec.max_batch_size, 2) if spec.max_batch_size else 0
-        example = verify.make_args(inputs, shapes_all[len(shapes_all) // 2], batch, rng)
+        example = verify.example_args(spec, inputs, rng)
         try:
             candidate, tracer_warnings = _trace(model, example)
         except TsrepoError as e:
@@ -146,32 +144,29 @@ def check(spec, allow_trace: bool = False) -> Report:
         report.findings += tracer_warnings
     if candidate is None:
         return report
-    batches = [0] if spec.max_batch_size == 0 else sorted({1, min(spec.max_batch_size, 3)})
     worst = 0.0
     names = None
-    for shapes in signature.variants(tuple(s.spec for s in inputs)):
-        for batch in batches:
-            args = verify.make_args(inputs, shapes, batch, rng)
-            eager = verify.run(model, args)
-            try:
-                got = verify.run(candidate, args)
-            except Exception as e:  # the exported model failed on valid inputs
-                report.findings.append(
-                    _divergence(
-                        report,
-                        f"fails at input shapes {[list(a.shape) for a in args]}: {str(e).strip().splitlines()[-1]}",
-                    )
+    for _batch, args in verify.size_grid(spec, inputs, rng):
+        eager = verify.run(model, args)
+        try:
+            got = verify.run(candidate, args)
+        except Exception as e:  # the exported model failed on valid inputs
+            report.findings.append(
+                _divergence(
+                    report,
+                    f"fails at input shapes {[list(a.shape) for a in args]}: {str(e).strip().splitlines()[-1]}",
                 )
-                return report
-            names = names or [f"#{i}" for i in range(len(eager))]
-            try:
-                c = verify.check_equal(
-                    spec, "exported and eager", eager, got, names, f"shapes {[list(a.shape) for a in args]}"
-                )
-            except VerifyError as e:
-                report.findings.append(_divergence(report, str(e).split(": ", 2)[-1]))
-                return report
-            worst = max(worst, c.max_abs)
+            )
+            return report
+        names = names or [f"#{i}" for i in range(len(eager))]
+        try:
+            c = verify.check_equal(
+                spec, "exported and eager", eager, got, names, f"shapes {[list(a.shape) for a in args]}"
+            )
+        except VerifyError as e:
+            report.findings.append(_divergence(report, str(e).split(": ", 2)[-1]))
+            return report
+        worst = max(worst, c.max_abs)
     report.compared = True
     report.max_abs_error = worst
     return report
