@@ -15,7 +15,6 @@ import dataclasses
 import json
 import math
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,13 +209,19 @@ def _window(records: loadgen.Records, start: float, end: float, batch: int, serv
     i, j = _slice(records, start, end)
     ok = np.frombuffer(records.ok, dtype=np.int8)[i:j].astype(bool)
     lat = np.frombuffer(records.latencies, dtype=np.float64)[i:j][ok]
-    errs = Counter()
-    for k in range(i, j):
-        if not records.ok[k]:
-            errs["error"] += 1
+    failed = (j - i) - int(ok.sum())
     p95 = float(np.percentile(lat, 95) * 1000) if lat.size else float("nan")
     span = max(end - start, 1e-9)
-    return Window(start, end, j - i, int(ok.sum()), float(ok.sum()) * batch / span, p95, dict(errs), server)
+    return Window(
+        start,
+        end,
+        j - i,
+        int(ok.sum()),
+        float(ok.sum()) * batch / span,
+        p95,
+        {"error": failed} if failed else {},
+        server,
+    )
 
 
 def is_stable(windows: list[Window], tolerance: float) -> bool:
@@ -270,9 +275,9 @@ async def _measure(s: Settings, target: loadgen.Target, mode: str, level: float,
         if not aborted and s.requests:
             start = perf()
             before = await _fetch_stats(s, grpc_stub)
+            base = records.successes
             while not aborted and perf() < deadline:
-                i, _ = _slice(records, start, float("inf"))
-                done = sum(records.ok[i:])
+                done = records.successes - base
                 progress(f"{mode} {level:g}: {done}/{s.requests} requests")
                 if done >= s.requests:
                     break

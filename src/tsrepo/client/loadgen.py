@@ -27,6 +27,7 @@ class Records:
     ok: array = field(default_factory=lambda: array("b"))
     errors: Counter = field(default_factory=Counter)
     error_ends: array = field(default_factory=lambda: array("d"))
+    successes: int = 0
     last_success: float = 0.0
     last_connection_error: float = 0.0
 
@@ -35,6 +36,7 @@ class Records:
         self.latencies.append(latency)
         self.ok.append(1 if success else 0)
         if success:
+            self.successes += 1
             self.last_success = end
         else:
             self.errors[kind or "error"] += 1
