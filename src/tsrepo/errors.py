@@ -37,6 +37,14 @@ class RepositoryError(TsrepoError):
     """Writing the model repository failed or would overwrite something."""
 
 
+class MetaError(TsrepoError):
+    """A tsrepo.json file is not what tsrepo build writes."""
+
+
+class UsageError(TsrepoError):
+    """A command-line option is invalid: the message names the option and the fix."""
+
+
 class ServeError(TsrepoError):
     """The server could not be started or a model failed to load."""
 

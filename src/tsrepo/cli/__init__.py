@@ -12,6 +12,8 @@ import click
 
 from tsrepo.errors import TsrepoError
 
+LOG_WIDTH = 1000  # off a terminal: wide enough that no table column is ever truncated
+
 
 class _Group(click.Group):
     """Prints a TsrepoError as one message and exits with its code; TSREPO_DEBUG=1 for tracebacks."""
@@ -36,9 +38,13 @@ def repo_option(help_text: str):
 
 
 def _console():
+    """Messages and tables on stderr. Off a terminal (logs, CI, pipes) nothing is wrapped or cut:
+    rich would otherwise lay tables out in 80 columns and end numbers in '…'."""
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False)
+    if sys.stderr.isatty():
+        return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, width=LOG_WIDTH, soft_wrap=True)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
