@@ -209,3 +209,56 @@ class TwoDynamic(nn.Module):
 
 def two_dynamic() -> nn.Module:
     return TwoDynamic()
+
+
+# ---- hardening (issue 8) -------------------------------------------------------------------------
+
+
+class AllNaN(nn.Module):
+    """Outputs NaN everywhere: a broken model that still scripts and compares equal to itself."""
+
+    def forward(self, x):
+        return x * float("nan")
+
+
+def all_nan() -> nn.Module:
+    return AllNaN()
+
+
+class FailsAboveBatchTwo(nn.Module):
+    """Eager forward raises at batch sizes above 2: tracing at batch 2 works, the check at 3 does not."""
+
+    def forward(self, x):
+        if x.shape[0] > 2:
+            raise ValueError("batch too large for this model")
+        return x + 1
+
+
+def fails_above_batch_two() -> nn.Module:
+    return FailsAboveBatchTwo()
+
+
+def exits() -> nn.Module:
+    import sys
+
+    sys.exit(3)
+
+
+class ExitsInForward(nn.Module):
+    def forward(self, x):
+        import sys
+
+        sys.exit(4)
+
+
+def exits_in_forward() -> nn.Module:
+    return ExitsInForward()
+
+
+class ZeroWidth(nn.Module):
+    def forward(self, x):
+        return x[:, :0]
+
+
+def zero_width() -> nn.Module:
+    return ZeroWidth()

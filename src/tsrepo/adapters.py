@@ -13,7 +13,7 @@ import importlib.util
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -55,24 +55,24 @@ def _split_tuple(type_str: str) -> list[str] | None:
     return parts
 
 
-@dataclass(frozen=True)
-class OutputShape:
-    kind: str  # direct | dict | list
-    keys: tuple[str, ...] = ()  # dict keys in order, for naming
+class ReturnKind(str, Enum):
+    DIRECT = "direct"  # the backend serves it as it is
+    DICT = "dict"  # Dict[str, Tensor]: an adapter returns the values as a tuple
+    LIST = "list"  # List[Tensor]: an adapter returns the items as a tuple
 
 
-def classify_return(spec: ModelSpec, module: torch.jit.ScriptModule) -> str:
-    """'direct' when the backend can serve the return type, 'dict' or 'list' when an adapter can."""
+def classify_return(spec: ModelSpec, module: torch.jit.ScriptModule) -> ReturnKind:
+    """DIRECT when the backend can serve the return type, DICT or LIST when an adapter can."""
     rtype = return_type(module)
     if rtype in SERVABLE_LEAVES:
-        return "direct"
+        return ReturnKind.DIRECT
     parts = _split_tuple(rtype)
     if parts is not None and parts and all(p in SERVABLE_LEAVES for p in parts):
-        return "direct"
+        return ReturnKind.DIRECT
     if re.fullmatch(r"Dict\[str, Tensor\]", rtype):
-        return "dict"
+        return ReturnKind.DICT
     if rtype == "List[Tensor]":
-        return "list"
+        return ReturnKind.LIST
     raise ServingError(
         f"{spec.where()}: forward returns {rtype}; Triton's libtorch backend serves a Tensor,"
         " a List[str], or a tuple of those. Return a tuple of tensors"
@@ -107,12 +107,12 @@ def _adapter_dir() -> Path:
     return _ADAPTER_DIR
 
 
-def wrap(module: torch.jit.ScriptModule, kind: str, keys: list[str] | int) -> torch.jit.ScriptModule:
+def wrap(module: torch.jit.ScriptModule, kind: ReturnKind, keys: list[str] | int) -> torch.jit.ScriptModule:
     """Script a module that calls `module` and returns its dict values / list items as a tuple."""
     args = [n for n, _ in forward_arguments(module)]
     params = ", ".join(f"{a}: torch.Tensor" for a in args)
     call = ", ".join(args)
-    if kind == "dict":
+    if kind is ReturnKind.DICT:
         items = ", ".join(f"out[{k!r}]" for k in keys)  # repr() is a valid TorchScript literal
         count = len(keys)
     else:

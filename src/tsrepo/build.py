@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tsrepo import adapters, config, export, repository, signature, verify
+from tsrepo import adapters, compare, config, export, meta, repository, signature, verify
 from tsrepo.errors import ExportError
+from tsrepo.export import ExportedAs
 from tsrepo.spec import Kind, ModelSpec, RepoSpec
 
 Progress = Callable[[str], None]
 
 KIND_NAMES = {Kind.GPU: "KIND_GPU", Kind.CPU: "KIND_CPU"}
-PAST = {"script": "scripted", "trace": "traced", "file": "loaded"}
 
 
 @dataclass
@@ -28,8 +28,8 @@ class PreparedModel:
     config: config.ModelConfig
     config_text: str
     model_bytes: bytes
-    export_mode: str
-    version: int
+    export_mode: ExportedAs
+    version: int | None  # None until the repository lock resolves the next free version
     warnings: list[str] = field(default_factory=list)
     checks: dict = field(default_factory=dict)  # what was verified, with errors measured
 
@@ -39,13 +39,13 @@ class PreparedModel:
             version=self.version,
             config_text=self.config_text,
             model_bytes=self.model_bytes,
-            meta={
-                "sha256": hashlib.sha256(self.model_bytes).hexdigest(),
-                "torch": torch.__version__,
-                "export": self.export_mode,
-                "file_format_version": _file_format_version(self.model_bytes),
-            },
-            shared_meta=metadata(self),
+            record=record(self),
+            version_entry=meta.VersionMeta(
+                sha256=hashlib.sha256(self.model_bytes).hexdigest(),
+                torch=torch.__version__,
+                export=self.export_mode.value,
+                file_format_version=_file_format_version(self.model_bytes),
+            ),
         )
 
 
@@ -68,28 +68,50 @@ def _file_format_version(data: bytes) -> int | None:
     return None
 
 
-def metadata(p: PreparedModel) -> dict:
-    """tsrepo.json: what validate and bench need and Triton's config cannot hold."""
-    return {
-        "tsrepo": 1,
-        "model": p.spec.name,
-        "max_batch_size": p.spec.max_batch_size,
-        "inputs": [
-            {
-                "name": s.name,
-                "argument": s.arg_index,
-                "dtype": s.dtype.name,
-                "shape": signature.dim_json(s.spec.shape),
-                **({"range": list(s.spec.range)} if s.spec.range else {}),
-            }
+def record(p: PreparedModel) -> meta.ModelMeta:
+    """tsrepo.json (without its versions): what validate and bench need and Triton's config cannot hold."""
+    return meta.ModelMeta(
+        model=p.spec.name,
+        max_batch_size=p.spec.max_batch_size,
+        inputs=tuple(
+            meta.InputMeta(
+                s.name,
+                s.arg_index,
+                s.dtype.name,
+                tuple((d.min, d.max) if d.dynamic else d.min for d in s.spec.shape),
+                s.spec.range,
+            )
             for s in p.signature.inputs
-        ],
-        "outputs": [{"name": o.name, "dtype": o.dtype.name, "dims": list(o.dims)} for o in p.signature.outputs],
-        "tolerance": {"rtol": p.spec.rtol, "atol": p.spec.atol},
-    }
+        ),
+        outputs=tuple(meta.OutputMeta(o.name, o.dtype.name, tuple(o.dims)) for o in p.signature.outputs),
+        rtol=p.spec.rtol,
+        atol=p.spec.atol,
+    )
 
 
-def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progress) -> PreparedModel:
+def _export(spec: ModelSpec, example: tuple, eager_model) -> export.Exported:
+    """Export; when scripting fails, the doctor explains it (export itself does not know the doctor)."""
+    from tsrepo.doctor import explain_failure
+
+    try:
+        exported = export.export(spec, example, eager_model)
+    except export.ScriptFailure as failure:
+        tracing = f"\nTracing failed as well: {failure.tracing_failed}" if failure.tracing_failed else ""
+        raise ExportError(
+            f"{spec.where('export')}: torch.jit.script failed (`tsrepo doctor` explains each finding with a"
+            f" before/after):\n{explain_failure(failure.model, failure.cause)}{tracing}"
+        ) from failure.cause
+    if exported.script_failure is not None:
+        exported.warnings.insert(
+            0,
+            f"{spec.where('export')}: scripting failed, so the model was traced; control flow that depends on the"
+            " data is frozen at the example inputs. Scripting said:\n"
+            + explain_failure(exported.script_failure.model, exported.script_failure.cause),
+        )
+    return exported
+
+
+def prepare(spec: ModelSpec, templates: Path | None, progress: Progress) -> PreparedModel:
     rng = np.random.default_rng(spec.seed)
     warnings: list[str] = []
 
@@ -104,10 +126,10 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
 
     # 2. Export.
     if spec.is_torchscript_file:
-        exported = export.Exported(eager_model, None, "file")
+        exported = export.Exported(eager_model, None, ExportedAs.FILE)
     else:
         progress(f"{spec.name}: exporting ({spec.export.value})")
-        exported = export.export(spec, verify.example_args(spec, fwd_inputs, rng), eager_model)
+        exported = _export(spec, verify.example_args(spec, fwd_inputs, rng), eager_model)
     warnings += exported.warnings
     module = exported.module
     forward_args = adapters.check_arguments(spec, module)
@@ -117,16 +139,17 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
     # 3. Outputs the backend can serve: wrap dicts and lists of tensors into a tuple.
     kind = adapters.classify_return(spec, module)
     readable = None
-    if kind != "direct":
+    if kind is not adapters.ReturnKind.DIRECT:
         if not spec.wrap_outputs:
             raise adapters.ServingError(
                 f"{spec.where('wrap_outputs')}: forward returns {adapters.return_type(module)},"
                 " which the libtorch backend cannot serve; allow wrap_outputs or return a tuple"
             )
-        probe = module(*verify.example_args(spec, fwd_inputs, rng))
-        keys = list(probe.keys()) if kind == "dict" else len(probe)
+        example = verify.example_args(spec, fwd_inputs, rng)
+        probe = verify.run_checked(spec, module, example, f"the {exported.mode.past} model")
+        keys = list(probe.keys()) if kind is adapters.ReturnKind.DICT else len(probe)
         module = adapters.wrap(module, kind, keys)
-        readable = adapters.readable_output_names(keys) if kind == "dict" else None
+        readable = adapters.readable_output_names(keys) if kind is adapters.ReturnKind.DICT else None
         warnings.append(
             f"{spec.where()}: forward returns {adapters.return_type(exported.module)}; wrapped in an"
             " adapter that returns a tuple" + (f" ({', '.join(readable)})" if readable else "")
@@ -137,21 +160,16 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
     runs: list[tuple[int, list]] = []
     checks: dict = {"runs": 0, "max_abs_error": 0.0, "max_rel_error": 0.0}
     names: list[str] | None = None
+    nonfinite: dict[str, compare.OutputDiff] = {}
     for batch, args in verify.size_grid(spec, fwd_inputs, rng):
-        try:
-            scripted_out = verify.run(module, args)
-        except Exception as e:  # the user's model failed on valid inputs
-            raise ExportError(
-                f"{spec.where('inputs')}: the exported model fails on inputs of shapes"
-                f" {[list(a.shape) for a in args]}: {str(e).strip().splitlines()[-1]}"
-            ) from None
+        scripted_out = verify.leaves(verify.run_checked(spec, module, args, f"the {exported.mode.past} model"))
         if names is None:
             names = signature.output_names(spec, len(scripted_out), readable)
         if exported.eager is not None:
-            eager_out = verify.run(exported.eager, args)
+            eager_out = verify.leaves(verify.run_checked(spec, exported.eager, args, "the eager model"))
             c = verify.check_equal(
                 spec,
-                f"the {PAST[exported.mode]} and eager models",
+                f"the {exported.mode.past} and eager models",
                 eager_out,
                 scripted_out,
                 names,
@@ -159,10 +177,16 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
             )
             checks["max_abs_error"] = max(checks["max_abs_error"], c.max_abs)
             checks["max_rel_error"] = max(checks["max_rel_error"], c.max_rel)
+        else:
+            c = compare.compare(scripted_out, scripted_out, names, spec.rtol, spec.atol)
+        nonfinite.update({d.name: d for d in c.nonfinite()})
         checks["runs"] += 1
         runs.append((batch, scripted_out))
     assert names is not None
-    if exported.mode == "trace" and len(runs) < 2:
+    if nonfinite:
+        warnings.append(compare.nonfinite_warning(spec.where(), list(nonfinite.values())))
+    checks["nonfinite_outputs"] = sorted(nonfinite)
+    if exported.mode is ExportedAs.TRACE and len(runs) < 2:
         warnings.append(
             f"{spec.where()}: traced, and checked at one input size only (no dynamic dims and"
             " max_batch_size < 2): control flow frozen by tracing could not be tested"
@@ -176,8 +200,8 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
     verify.check_equal(
         spec,
         "the saved-and-reloaded and in-memory models",
-        verify.run(module, args),
-        verify.run(reloaded, args),
+        verify.leaves(verify.run_checked(spec, module, args, "the exported model")),
+        verify.leaves(verify.run_checked(spec, reloaded, args, "the reloaded model")),
         names,
         "reload",
     )
@@ -189,16 +213,15 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
         batching = None
     if batching is not None and spec.max_batch_size >= 2:
         shapes = signature.variants(tuple(s.spec for s in fwd_inputs))[0]
-        c = verify.check_batch_safe(spec, module, fwd_inputs, shapes, names, rng)
-        checks["batch_safe_max_abs_diff"] = c.max_abs
+        checks["batch_safe_max_abs_diff"] = verify.check_batch_safe(spec, module, fwd_inputs, shapes, names, rng)
 
     sig = signature.Signature(tuple(inputs), outputs, spec.max_batch_size)
-    version = spec.version or repository.next_version(root, spec.name)
     cfg = model_config(spec, sig, batching)
-    origin = f"{root / spec.name / repository.CONFIG_FILE}"
+    # Named after the spec: the file is not written yet, and a failure here is the spec's or the template's.
+    origin = f"{spec.where()}: the rendered config.pbtxt"
     text = config.render(cfg, templates)
     parsed = config.prove(text, cfg, origin)
-    warnings += config.check_libtorch_rules(parsed, forward_args, origin)
+    config.check_libtorch_rules(parsed, forward_args, origin)
     return PreparedModel(
         spec=spec,
         module=module,
@@ -207,7 +230,7 @@ def prepare(spec: ModelSpec, root: Path, templates: Path | None, progress: Progr
         config_text=text,
         model_bytes=model_bytes,
         export_mode=exported.mode,
-        version=version,
+        version=spec.version,
         warnings=warnings,
         checks=checks,
     )
@@ -237,6 +260,13 @@ def model_config(spec: ModelSpec, sig: signature.Signature, batching) -> config.
     )
 
 
+def check_output(out: Path, templates: Path | None = None) -> None:
+    """What can be checked before any model is imported: the repository can be written, the templates load."""
+    repository.check_writable(Path(out))
+    if templates is not None:
+        config.load_template(templates)
+
+
 def build(
     repo_spec: RepoSpec,
     out: Path,
@@ -246,12 +276,25 @@ def build(
     templates: Path | None = None,
     progress: Progress = lambda _msg: None,
 ) -> BuildResult:
-    """Prepare every model first; write only when all of them passed."""
+    """Prepare every model first; write only when all of them passed, all of them or none."""
     out = Path(out)
-    prepared = [prepare(m, out, templates, progress) for m in repo_spec.models]
-    p = repository.plan(out, [pm.files() for pm in prepared], force)
+    if not dry_run:
+        check_output(out, templates)
+    prepared = [prepare(m, templates, progress) for m in repo_spec.models]
     if dry_run:
+        p = repository.plan(out, [pm.files() for pm in prepared], force)
+        _resolve_versions(prepared, p)
         return BuildResult(p, prepared, written=False)
-    progress(f"writing {out}")
-    repository.write(p, on_model=lambda name: progress(f"{name}: staged"))
+    with repository.locked(out, on_wait=progress):
+        # Planned under the lock: a build that raced this one has either written its versions
+        # (and they are seen here) or has not started writing.
+        p = repository.plan(out, [pm.files() for pm in prepared], force)
+        _resolve_versions(prepared, p)
+        progress(f"writing {out}")
+        repository.write(p, on_model=lambda name: progress(f"{name}: staged"))
     return BuildResult(p, prepared, written=True)
+
+
+def _resolve_versions(prepared: list[PreparedModel], p: repository.Plan) -> None:
+    for pm, planned in zip(prepared, p.models, strict=True):
+        pm.version = planned.version

@@ -20,7 +20,7 @@ from tsrepo.errors import ConfigError
 from tsrepo.spec import BOOL_PARAMETERS, INT_PARAMETERS, DynamicBatching, VersionPolicy
 
 CONFIG_TEMPLATE = "config.pbtxt.j2"
-INDEX_NAME_RE = re.compile(r"^.+__(\d+)$")
+INDEX_NAME_RE = re.compile(r".+__(\d+)")  # used with fullmatch
 
 
 @dataclass(frozen=True)
@@ -87,18 +87,27 @@ def environment(folder: Path | None = None) -> jinja2.Environment:
     return env
 
 
-def render(config: ModelConfig, folder: Path | None = None) -> str:
+def load_template(folder: Path | None = None, name: str = CONFIG_TEMPLATE) -> jinja2.Template:
+    """The template, or a ConfigError naming the file (and line) that is missing or broken."""
     env = environment(folder)
     try:
-        template = env.get_template(CONFIG_TEMPLATE)
+        return env.get_template(name)
     except jinja2.TemplateNotFound:
-        raise ConfigError(f"{folder}: no {CONFIG_TEMPLATE} in the templates folder") from None
+        raise ConfigError(f"{folder}: no {name} in the templates folder (--templates)") from None
     except jinja2.TemplateSyntaxError as e:
         raise ConfigError(f"{e.filename}:{e.lineno}: template syntax error: {e.message}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{Path(folder or templates_dir()) / name}: cannot be read ({e})") from None
+
+
+def render(config: ModelConfig, folder: Path | None = None) -> str:
+    template = load_template(folder)
     try:
         return template.render(model=config)
-    except jinja2.UndefinedError as e:
-        raise ConfigError(f"{template.filename}: uses an undefined value: {e.message}") from None
+    except jinja2.TemplateError as e:
+        raise ConfigError(f"{template.filename}: rendering failed: {e.message or e}") from None
+    except Exception as e:  # a filter or expression in a user's template raised
+        raise ConfigError(f"{template.filename}: rendering failed: {type(e).__name__}: {e}") from None
 
 
 def to_proto(config: ModelConfig) -> pb.ModelConfig:
@@ -169,9 +178,8 @@ def prove(text: str, config: ModelConfig, origin: str) -> pb.ModelConfig:
     return parsed
 
 
-def check_libtorch_rules(parsed: pb.ModelConfig, forward_args: list[str], origin: str) -> list[str]:
-    """What the libtorch backend would refuse or silently misbind. Returns warnings."""
-    warnings: list[str] = []
+def check_libtorch_rules(parsed: pb.ModelConfig, forward_args: list[str], origin: str) -> None:
+    """What the libtorch backend would refuse or silently misbind: a ConfigError naming the field."""
     if parsed.platform != "pytorch_libtorch" and parsed.backend != "pytorch":
         raise ConfigError(f'{origin}: `platform` must be "pytorch_libtorch" (or backend "pytorch")')
     names = [i.name for i in parsed.input]
@@ -181,7 +189,7 @@ def check_libtorch_rules(parsed: pb.ModelConfig, forward_args: list[str], origin
             f" {len(forward_args)}; list one input per forward argument"
         )
     if not set(names) <= set(forward_args):
-        indices = [INDEX_NAME_RE.match(n) for n in names]
+        indices = [INDEX_NAME_RE.fullmatch(n) for n in names]
         if not all(indices):
             raise ConfigError(
                 f"{origin}: `input` names {names} neither all equal forward's arguments"
@@ -191,7 +199,7 @@ def check_libtorch_rules(parsed: pb.ModelConfig, forward_args: list[str], origin
         idx = sorted(int(m.group(1)) for m in indices)
         if idx != list(range(len(names))):
             raise ConfigError(f"{origin}: `input` indices {idx} must be 0..{len(names) - 1}, each once")
-    out_idx = [INDEX_NAME_RE.match(o.name) for o in parsed.output]
+    out_idx = [INDEX_NAME_RE.fullmatch(o.name) for o in parsed.output]
     if any(out_idx) and not all(out_idx):
         raise ConfigError(f"{origin}: `output` names mix <name>__<index> and other names")
     if all(out_idx) and parsed.output:
@@ -208,4 +216,3 @@ def check_libtorch_rules(parsed: pb.ModelConfig, forward_args: list[str], origin
     for key in parsed.parameters:
         if key not in BOOL_PARAMETERS | INT_PARAMETERS:
             raise ConfigError(f"{origin}: `parameters`: unknown key {key!r} (the backend ignores it)")
-    return warnings

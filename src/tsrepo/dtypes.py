@@ -92,5 +92,15 @@ def from_torch(dtype) -> DType:
     raise KeyError(name)
 
 
+def value_limits(dtype: DType) -> tuple[float, float]:
+    """The range of values a `range = [low, high)` may span for this dtype (high exclusive for integers)."""
+    np_dtype = dtype.to_numpy()
+    if dtype.is_integer:
+        info = np.iinfo(np_dtype)
+        return int(info.min), int(info.max) + 1
+    info = np.finfo(np_dtype)
+    return -float(info.max), float(info.max)
+
+
 def refusal_fix(name: str) -> str | None:
     return REFUSED.get(name)

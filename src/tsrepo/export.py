@@ -8,7 +8,9 @@ import io
 import sys
 import traceback
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 
 import torch
@@ -18,12 +20,55 @@ from tsrepo.errors import ExportError
 from tsrepo.spec import ExportMode, ModelSpec
 
 
+class ExportedAs(str, Enum):
+    """How the served module came to be."""
+
+    SCRIPT = "script"
+    TRACE = "trace"
+    FILE = "file"  # the source already was a TorchScript file
+
+    @property
+    def past(self) -> str:
+        return {"script": "scripted", "trace": "traced", "file": "loaded"}[self.value]
+
+
+class ScriptFailure(ExportError):
+    """torch.jit.script refused the model. The caller explains it (build asks the doctor): export does
+    not import the doctor, which imports export."""
+
+    def __init__(self, spec: ModelSpec, model: nn.Module, cause: BaseException):
+        super().__init__(f"{spec.where('export')}: torch.jit.script failed: {_first_line(cause)}")
+        self.spec, self.model, self.cause = spec, model, cause
+        self.tracing_failed: ExportError | None = None  # auto mode: tracing failed as well
+
+
 @dataclass
 class Exported:
     module: torch.jit.ScriptModule
     eager: nn.Module | None  # None when the source was already a TorchScript file
-    mode: str  # script | trace | file
+    mode: ExportedAs
     warnings: list[str] = field(default_factory=list)
+    script_failure: ScriptFailure | None = None  # auto mode: why it fell back to tracing
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def user_code(what: str) -> Iterator[None]:
+    """Run the user's code (import, factory, forward): whatever it raises, SystemExit and
+    KeyboardInterrupt raised by the code included, becomes an ExportError that says what was running
+    and where the user's code failed. The cause stays chained for TSREPO_DEBUG=1."""
+    try:
+        yield
+    except ExportError:
+        raise
+    except SystemExit as e:
+        raise ExportError(f"{what} called sys.exit({e.code!r}){_user_frame(e)}; a model must not exit") from e
+    except BaseException as e:
+        raise ExportError(f"{what} raised {_first_line(e)}{_user_frame(e)}") from e
 
 
 @contextlib.contextmanager
@@ -62,17 +107,18 @@ def import_factory(spec: ModelSpec) -> nn.Module:
     module_name, _, attr = spec.source.partition(":")
     with _on_sys_path(spec.base_dir, Path.cwd()):
         try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            raise ExportError(
-                f"{spec.where('source')}: cannot import module {module_name!r} ({e});"
-                f" it must be importable from the spec's folder ({spec.base_dir}), the working directory"
-                " or the installed packages"
-            ) from None
-        except Exception as e:  # the user's module raised while importing
-            raise ExportError(
-                f"{spec.where('source')}: importing {module_name!r} raised {type(e).__name__}: {e}{_user_frame(e)}"
-            ) from None
+            with user_code(f"{spec.where('source')}: importing {module_name!r}"):
+                module = importlib.import_module(module_name)
+        except ExportError as e:
+            if isinstance(e.__cause__, ModuleNotFoundError) and e.__cause__.name and module_name.startswith(
+                e.__cause__.name
+            ):
+                raise ExportError(
+                    f"{spec.where('source')}: cannot import module {module_name!r} ({e.__cause__});"
+                    f" it must be importable from the spec's folder ({spec.base_dir}), the working directory"
+                    " or the installed packages"
+                ) from e.__cause__
+            raise
         target = module
         for part in attr.split("."):
             if not hasattr(target, part):
@@ -84,12 +130,8 @@ def import_factory(spec: ModelSpec) -> nn.Module:
         if not callable(target):
             raise ExportError(f"{spec.where('source')}: {spec.source!r} is not callable")
         torch.manual_seed(spec.seed)
-        try:
+        with user_code(f"{spec.where('source')}: the factory {spec.source!r}"):
             model = target() if not isinstance(target, nn.Module) else target
-        except Exception as e:
-            raise ExportError(
-                f"{spec.where('source')}: the factory {spec.source!r} raised {type(e).__name__}: {e}{_user_frame(e)}"
-            ) from None
     if not isinstance(model, nn.Module):
         raise ExportError(
             f"{spec.where('source')}: the factory {spec.source!r} returned"
@@ -116,22 +158,20 @@ def load_torchscript(spec: ModelSpec) -> torch.jit.ScriptModule:
             " torch.jit.save(torch.jit.script(model), path), or give 'module:factory' instead; a"
             " torch.save() state dict needs a factory that builds the model and loads it with"
             " torch.load(..., weights_only=True)"
-        ) from None
+        ) from e
     return module.eval()
 
 
 def script(spec: ModelSpec, model: nn.Module) -> torch.jit.ScriptModule:
+    """torch.jit.script; raises ScriptFailure (the model and TorchScript's exception) when it refuses."""
     if isinstance(model, torch.jit.ScriptModule):
         return model
     try:
         return torch.jit.script(model)
+    except SystemExit as e:  # the model's code ran at compile time (a class body, a property) and exited
+        raise ExportError(f"{spec.where('export')}: scripting ran code that called sys.exit({e.code!r})") from e
     except Exception as e:
-        from tsrepo.doctor import explain_failure
-
-        raise ExportError(
-            f"{spec.where('export')}: torch.jit.script failed (`tsrepo doctor` explains each finding"
-            f" with a before/after):\n{explain_failure(model, e)}"
-        ) from None
+        raise ScriptFailure(spec, model, e) from e
 
 
 @dataclass(frozen=True)
@@ -148,7 +188,10 @@ def trace_recording(model: nn.Module, example: tuple) -> tuple[torch.jit.ScriptM
     with warnings.catch_warnings(record=True) as records:
         warnings.simplefilter("always", torch.jit.TracerWarning)
         with torch.no_grad():
-            traced = torch.jit.trace(model, example, check_trace=False, strict=False)
+            try:
+                traced = torch.jit.trace(model, example, check_trace=False, strict=False)
+            except SystemExit as e:  # forward exited: a failure of the model, never obeyed
+                raise RuntimeError(f"forward called sys.exit({e.code!r})") from e
     notes = {
         TracerNote(r.filename, r.lineno, str(r.message).splitlines()[0])
         for r in records
@@ -161,11 +204,11 @@ def trace(spec: ModelSpec, model: nn.Module, example: tuple) -> tuple[torch.jit.
     try:
         traced, notes = trace_recording(model, example)
     except Exception as e:
-        msg = str(e).strip().splitlines()
+        shapes = [list(a.shape) for a in example]
         raise ExportError(
-            f"{spec.where('export')}: torch.jit.trace failed: {type(e).__name__}:"
-            f" {msg[0] if msg else ''}{_user_frame(e)}"
-        ) from None
+            f"{spec.where('export')}: torch.jit.trace failed on example inputs of shapes {shapes}:"
+            f" {_first_line(e)}{_user_frame(e)}"
+        ) from e
     return traced, [f"{Path(n.file).name}:{n.line}: {n.message}" for n in notes]
 
 
@@ -175,30 +218,33 @@ def forward_argument_names(model: nn.Module) -> list[str]:
         return [a.name for a in model.forward.schema.arguments[1:]]
     import inspect
 
-    params = inspect.signature(model.forward).parameters.values()
+    try:
+        params = inspect.signature(model.forward).parameters.values()
+    except (TypeError, ValueError) as e:  # a forward that is not a plain Python function
+        raise ExportError(f"forward of {type(model).__name__} has no readable signature ({e})") from e
     return [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
 
 
 def export(spec: ModelSpec, example: tuple, model: nn.Module | None = None) -> Exported:
     """Produce TorchScript according to `spec.export` (importing the model unless given)."""
     if spec.is_torchscript_file:
-        return Exported(load_torchscript(spec), None, "file")
+        return Exported(load_torchscript(spec), None, ExportedAs.FILE)
     model = model if model is not None else import_factory(spec)
     if spec.export is ExportMode.SCRIPT:
-        return Exported(script(spec, model), model, "script")
+        return Exported(script(spec, model), model, ExportedAs.SCRIPT)
     if spec.export is ExportMode.TRACE:
         traced, tracer_warnings = trace(spec, model, example)
-        return Exported(traced, model, "trace", tracer_warnings)
+        return Exported(traced, model, ExportedAs.TRACE, tracer_warnings)
     try:
-        return Exported(script(spec, model), model, "script")
-    except ExportError as scripting_failed:
-        traced, tracer_warnings = trace(spec, model, example)
-        reason = str(scripting_failed).split("\n", 1)[-1]
-        note = (
-            f"{spec.where('export')}: scripting failed, so the model was traced; control flow that"
-            f" depends on the data is frozen at the example inputs. Scripting said:\n{reason}"
-        )
-        return Exported(traced, model, "trace", [note, *tracer_warnings])
+        return Exported(script(spec, model), model, ExportedAs.SCRIPT)
+    except ScriptFailure as scripting_failed:
+        try:
+            traced, tracer_warnings = trace(spec, model, example)
+        except ExportError as tracing_failed:
+            # Neither worked: scripting's failure is the one to explain; tracing's goes with it.
+            scripting_failed.tracing_failed = tracing_failed
+            raise scripting_failed from scripting_failed.cause
+        return Exported(traced, model, ExportedAs.TRACE, list(tracer_warnings), scripting_failed)
 
 
 def save_bytes(module: torch.jit.ScriptModule) -> bytes:

@@ -100,7 +100,13 @@ class ModelMeta:
         versions = {v: e for v, e in self.versions.items() if keep is None or v in keep}
         versions[version] = entry
         return ModelMeta(
-            self.model, self.max_batch_size, self.inputs, self.outputs, self.rtol, self.atol, dict(sorted(versions.items()))
+            self.model,
+            self.max_batch_size,
+            self.inputs,
+            self.outputs,
+            self.rtol,
+            self.atol,
+            dict(sorted(versions.items())),
         )
 
     def to_json(self) -> dict:
@@ -138,7 +144,7 @@ class _Reader:
             return default
         value = doc[key]
         kinds = kinds if isinstance(kinds, tuple) else (kinds,)
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
             raise self.fail(where, f"has the wrong type ({type(value).__name__}: {value!r:.60})")
         return value
 
@@ -195,7 +201,11 @@ def from_json(doc: Any, path: Path) -> ModelMeta:
         dims = r.get(item, "dims", list, f"{where}.dims")
         if not all(isinstance(d, int) and not isinstance(d, bool) for d in dims):
             raise r.fail(f"{where}.dims", f"must be integers, got {dims!r}")
-        outputs.append(OutputMeta(r.get(item, "name", str, f"{where}.name"), r.get(item, "dtype", str, f"{where}.dtype"), tuple(dims)))
+        outputs.append(
+            OutputMeta(
+                r.get(item, "name", str, f"{where}.name"), r.get(item, "dtype", str, f"{where}.dtype"), tuple(dims)
+            )
+        )
     tolerance = r.get(doc, "tolerance", dict, "tolerance", required=False, default={})
     versions: dict[int, VersionMeta] = {}
     for key, entry in r.get(doc, "versions", dict, "versions", required=False, default={}).items():

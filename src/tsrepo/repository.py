@@ -4,36 +4,46 @@ Each model folder is assembled in a staging folder beside the repository (never 
 Triton would take any folder there for a model), existing files hard-linked rather than copied,
 then swapped into place with one `renameat2(RENAME_EXCHANGE)`. A build killed at any point leaves
 every model folder either as it was or as it should be; nothing is written until every model has
-been exported, verified and its config proven.
+been exported, verified and its config proven. A build of several models lands whole or not at all:
+a swap that fails swaps the models already swapped back. Builds on one repository are serialised
+by a lock file beside it, and versions are resolved (and existing ones refused) under that lock, so
+two racing builds cannot both write version 1.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
-import json
+import fcntl
 import os
 import secrets
 import shutil
-from dataclasses import dataclass, field
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from tsrepo import meta
 from tsrepo.errors import RepositoryError
+from tsrepo.meta import META_FILE
 
 STAGING_MARK = ".tsrepo-staging-"
+LOCK_MARK = ".tsrepo-lock"
 MODEL_FILE = "model.pt"
-META_FILE = "tsrepo.json"
 CONFIG_FILE = "config.pbtxt"
+
+__all__ = ["CONFIG_FILE", "META_FILE", "MODEL_FILE", "ModelFiles", "Plan", "check_writable", "locked", "plan", "write"]
 
 
 @dataclass(frozen=True)
 class ModelFiles:
     name: str
-    version: int
+    version: int | None  # None: the next free version, resolved under the repository lock
     config_text: str
     model_bytes: bytes
-    meta: dict  # this version's entry for tsrepo.json
-    shared_meta: dict = field(default_factory=dict)  # model-level entries for tsrepo.json
+    record: meta.ModelMeta  # tsrepo.json without versions
+    version_entry: meta.VersionMeta  # this version's entry in tsrepo.json
 
 
 @dataclass(frozen=True)
@@ -87,24 +97,22 @@ def next_version(root: Path, name: str) -> int:
 
 
 def _meta_text(root: Path, m: ModelFiles) -> str:
-    path = root / m.name / META_FILE
-    versions: dict = {}
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())
-            versions = {k: v for k, v in old.get("versions", {}).items() if (root / m.name / k).is_dir()}
-        except (ValueError, AttributeError):
-            versions = {}
-    versions[str(m.version)] = m.meta
-    doc = {**m.shared_meta, "versions": {k: versions[k] for k in sorted(versions, key=int)}}
-    return json.dumps(doc, indent=2, sort_keys=False) + "\n"
+    """tsrepo.json: this build's record, with the entries of the versions still on disk kept."""
+    old = meta.load_model(root / m.name)  # a corrupt file is a MetaError naming it, never silently reset
+    on_disk = set(existing_versions(root / m.name))
+    record = m.record
+    if old is not None:
+        record = replace(record, versions={v: e for v, e in old.versions.items() if v in on_disk})
+    return record.with_version(m.version, m.version_entry).dumps()
 
 
 def plan(root: Path, models: list[ModelFiles], force: bool) -> Plan:
+    """What the build would write. Versions left open (None) become the next free one."""
     root = Path(root)
     if root.exists() and not root.is_dir():
         raise RepositoryError(f"{root}: exists and is not a folder; choose another --out")
     files: list[PlannedFile] = []
+    models = [m if m.version is not None else replace(m, version=next_version(root, m.name)) for m in models]
     for m in models:
         model_dir = root / m.name
         version_dir = model_dir / str(m.version)
@@ -119,12 +127,15 @@ def plan(root: Path, models: list[ModelFiles], force: bool) -> Plan:
             (Path(m.name) / str(m.version) / MODEL_FILE, m.model_bytes),
         ):
             target = root / rel
-            if not target.exists():
-                status = "new"
-            elif target.read_bytes() == data:
-                status = "unchanged"
-            else:
-                status = "replaced" if rel.name == MODEL_FILE else "changed"
+            try:
+                if not target.exists():
+                    status = "new"
+                elif target.read_bytes() == data:
+                    status = "unchanged"
+                else:
+                    status = "replaced" if rel.name == MODEL_FILE else "changed"
+            except OSError as e:
+                raise RepositoryError(f"{target}: cannot be read ({e.strerror or e}); check its permissions") from e
             files.append(PlannedFile(rel, data, status))
     return Plan(root, files, models)
 
@@ -185,10 +196,80 @@ def _pid_alive(pid: int) -> bool:
 
 def staging_parent(root: Path) -> Path:
     """Where to stage: beside the repository, unless that is another filesystem (the repository is
-    a mount point, say), where a rename cannot reach; then inside it under a hidden name."""
-    if root.parent.is_dir() and os.stat(root.parent).st_dev == os.stat(root).st_dev:
+    a mount point, say) where a rename cannot reach, or a folder we may not write; then inside it
+    under a hidden name (Triton skips hidden folders)."""
+    if (
+        root.parent.is_dir()
+        and os.stat(root.parent).st_dev == os.stat(root).st_dev
+        and _probe_writable(root.parent) is None
+    ):
         return root.parent
     return root
+
+
+def _probe_writable(folder: Path) -> str | None:
+    """None when a file can really be created in `folder` (permissions, read-only mounts and root
+    alike), else the reason."""
+    try:
+        fd, path = tempfile.mkstemp(prefix=".tsrepo-probe-", dir=folder)
+    except OSError as e:
+        return e.strerror or str(e)
+    os.close(fd)
+    os.unlink(path)
+    return None
+
+
+def check_writable(root: Path, option: str = "--out") -> None:
+    """Before any work: the repository (or the folder it will be created in) can be written."""
+    root = Path(root)
+    probe = root
+    while not probe.exists():
+        if probe.is_symlink():  # a dangling link: mkdir would fail on it later
+            raise RepositoryError(f"{probe}: a broken symbolic link; fix or remove it, or choose another {option}")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RepositoryError(
+            f"{root}: cannot be created, {probe} is a file, not a folder; choose another {option}"
+        )
+    reason = _probe_writable(probe)
+    if reason:
+        where = "" if probe == root else f" (it would be created in {probe})"
+        raise RepositoryError(f"{root}: not writable{where}: {reason}; choose another {option} or fix its permissions")
+    if root.is_dir():
+        for child in sorted(root.iterdir()):
+            # Existing model folders are swapped whole, which needs their own write permission.
+            if child.is_dir() and not child.name.startswith(".") and not os.access(child, os.W_OK | os.X_OK):
+                raise RepositoryError(
+                    f"{child}: the model folder is not writable; fix its permissions or choose another {option}"
+                )
+
+
+def _lock_path(root: Path) -> Path:
+    return staging_parent(root) / f".{root.name}{LOCK_MARK}"
+
+
+@contextlib.contextmanager
+def locked(root: Path, on_wait: Callable[[str], None] = lambda _m: None) -> Iterator[None]:
+    """Hold the repository's build lock (a flock on a file beside it) for the duration.
+
+    The lock file is left in place: removing it would let a third build lock a fresh file while the
+    second still holds the old one."""
+    root = Path(root).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    path = _lock_path(root)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise RepositoryError(f"{path}: cannot create the build lock ({e.strerror or e})") from e
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            on_wait(f"waiting for another tsrepo build on {root} to finish")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def clean_stale_staging(root: Path) -> None:
@@ -205,34 +286,84 @@ def clean_stale_staging(root: Path) -> None:
 
 
 def write(p: Plan, on_model=None) -> None:
-    """Write the plan; each model folder appears complete or not at all."""
+    """Write the plan: every model folder lands complete, and either all of them do or none does.
+
+    Call it holding `locked(p.root)` with a plan made under the same lock."""
     root = p.root.resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    clean_stale_staging(root)
-    staging = staging_parent(root) / f".{root.name}{STAGING_MARK}{os.getpid()}-{secrets.token_hex(4)}"
-    staging.mkdir()
     try:
-        for m in p.models:
-            live = root / m.name
-            stage = staging / m.name
-            if live.is_dir():
-                _link_tree(live, stage)
-            else:
-                stage.mkdir(parents=True)
-            for f in p.files:
-                if f.path.parts[0] == m.name:
-                    _write_file(staging / f.path, f.data)
-            if on_model:
-                on_model(m.name)
-        # Every model is staged in full; now swap each folder into place.
-        for m in p.models:
-            live, stage = root / m.name, staging / m.name
-            if live.exists():
-                if not _exchange(stage, live):
-                    trash = staging / f"{m.name}.old"
-                    os.rename(live, trash)
-                    os.rename(stage, live)
-            else:
-                os.rename(stage, live)
+        root.mkdir(parents=True, exist_ok=True)
+        clean_stale_staging(root)
+        staging = staging_parent(root) / f".{root.name}{STAGING_MARK}{os.getpid()}-{secrets.token_hex(4)}"
+        staging.mkdir()
+    except OSError as e:
+        raise RepositoryError(f"{root}: cannot write the repository: {e.strerror or e} ({e.filename or root})") from e
+    try:
+        try:
+            for m in p.models:
+                live = root / m.name
+                stage = staging / m.name
+                if live.is_dir():
+                    _link_tree(live, stage)
+                else:
+                    stage.mkdir(parents=True)
+                for f in p.files:
+                    if f.path.parts[0] == m.name:
+                        _write_file(staging / f.path, f.data)
+                if on_model:
+                    on_model(m.name)
+        except OSError as e:
+            raise RepositoryError(
+                f"{root}: staging the new model folders failed ({e.strerror or e}: {e.filename});"
+                " nothing in the repository was changed"
+            ) from e
+        _swap_all(root, staging, [m.name for m in p.models])
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_all(root: Path, staging: Path, names: list[str]) -> None:
+    """Swap every staged model folder into place; on a failure, swap the done ones back."""
+    done: list[tuple[str, str]] = []  # (name, how): "exchanged" | "renamed" | "created"
+    try:
+        for name in names:
+            live, stage = root / name, staging / name
+            if live.exists():
+                if _exchange(stage, live):
+                    done.append((name, "exchanged"))
+                else:
+                    os.rename(live, staging / f"{name}.old")
+                    try:
+                        os.rename(stage, live)
+                    except OSError:
+                        os.rename(staging / f"{name}.old", live)
+                        raise
+                    done.append((name, "renamed"))
+            else:
+                os.rename(stage, live)
+                done.append((name, "created"))
+    except OSError as e:
+        undone = _roll_back(root, staging, done)
+        failed = Path(e.filename) if e.filename else root
+        tail = "" if not undone else f"; could NOT restore {', '.join(undone)} (the new folders are in place there)"
+        raise RepositoryError(
+            f"{failed}: replacing the model folder failed ({e.strerror or e}); the models already swapped"
+            f" ({', '.join(n for n, _ in done) or 'none'}) were put back, so the repository is as it was{tail}"
+        ) from e
+
+
+def _roll_back(root: Path, staging: Path, done: list[tuple[str, str]]) -> list[str]:
+    failed = []
+    for name, how in reversed(done):
+        live, stage = root / name, staging / name
+        try:
+            if how == "exchanged":
+                if not _exchange(stage, live):
+                    raise OSError(errno.ENOSYS, "renameat2 unavailable", str(live))
+            elif how == "renamed":
+                os.rename(live, stage)
+                os.rename(staging / f"{name}.old", live)
+            else:
+                os.rename(live, stage)
+        except OSError:
+            failed.append(name)
+    return failed

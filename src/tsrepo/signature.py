@@ -135,6 +135,12 @@ def infer_outputs(spec: ModelSpec, runs: list[tuple[int, list]], names: list[str
                 f"{spec.where()}: output {name} changes rank with the input sizes ({shapes}); Triton needs a fixed rank"
             )
         dims = tuple(shapes[0][d] if all(s[d] == shapes[0][d] for s in shapes) else -1 for d in range(len(shapes[0])))
+        if 0 in dims:
+            raise ServingError(
+                f"{spec.where()}: output {name} has size 0 in dim {dims.index(0)} at every checked input size"
+                f" (shape {shapes[0]}); Triton dims must be at least 1, or -1 where they vary. Return a non-empty"
+                " output, or drop it"
+            )
         if not dims:
             # A scalar per row (or a 0-d tensor): Triton needs at least one dim.
             result.append(OutputSig(name, dtype, (1,), reshape=()))

@@ -8,6 +8,7 @@ be silently ignored.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from enum import Enum
@@ -19,10 +20,27 @@ import tomllib
 from tsrepo import dtypes
 from tsrepo.errors import SpecError, where
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-TENSOR_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-DIM_RANGE_RE = re.compile(r"^\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*$")
-SOURCE_FACTORY_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+# Patterns are matched with fullmatch: `$` would also accept a trailing newline ("lin\n").
+NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+TENSOR_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+DIM_RANGE_RE = re.compile(r"\s*(-?\d+)\s*\.\.\s*(-?\d+)\s*")
+SOURCE_FACTORY_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*", re.ASCII)
+MAX_NAME_LENGTH = 128
+
+# Bounds. Triton's config holds counts and sizes as int32 (max_batch_size, instance counts, GPU ids,
+# preferred sizes) or uint32 (warm-up), so nothing above INT32_MAX may reach config.pbtxt; the
+# tighter bounds are what a real server can do, and every refusal names the field.
+INT32_MAX = 2**31 - 1
+MAX_DIM = INT32_MAX
+MAX_INSTANCES = 1024
+MAX_GPU_ID = 1023
+MAX_WARMUP_COUNT = 10_000
+MAX_QUEUE_DELAY_US = 3_600_000_000  # one hour
+MAX_THREADS = 4096
+MAX_SEED = 2**32 - 1  # numpy's default_rng and torch.manual_seed both take it
+# Verification runs the model on sample inputs at the largest sizes the spec allows; they must fit
+# in memory comfortably, so their size is estimated (and refused) before anything is allocated.
+MAX_SAMPLE_BYTES = 1 << 30
 
 # Backend parameters the libtorch backend reads (24.x). It silently ignores any other key, so we
 # reject unknown ones ourselves. ENABLE_NVFUSER was removed from the backend and is refused.
@@ -135,7 +153,7 @@ class ModelSpec:
 
     @property
     def is_torchscript_file(self) -> bool:
-        return not SOURCE_FACTORY_RE.match(self.source)
+        return not SOURCE_FACTORY_RE.fullmatch(self.source)
 
     def where(self, field_name: str | None = None) -> str:
         return where(self.origin, self.name, field_name)
@@ -144,7 +162,7 @@ class ModelSpec:
 @dataclass(frozen=True)
 class RepoSpec:
     models: tuple[ModelSpec, ...]
-    origin: str = "command line"
+    origin: str = "command line"  # FLAGS_ORIGIN
 
 
 # ---- parsing -------------------------------------------------------------------------------
@@ -178,7 +196,36 @@ class _Ctx:
         self.model = model
 
     def fail(self, field_name: str | None, message: str) -> SpecError:
+        if self.origin == FLAGS_ORIGIN and field_name:
+            field_name = flag_for(field_name)
         return SpecError(f"{where(self.origin, self.model, field_name)}: {message}")
+
+
+FLAGS_ORIGIN = "command line"
+# Spec fields as the flags that stand in for them, so a message names what the user typed.
+FLAG_FOR_FIELD = {
+    "name": "--name",
+    "source": "--source",
+    "inputs": "--input",
+    "export": "--export",
+    "max_batch_size": "--max-batch-size",
+    "instance_group": "--instance-group",
+    "dynamic_batching": "--dynamic-batching",
+    "dynamic_batching.max_queue_delay_microseconds": "--max-queue-delay",
+    "version": "--version",
+}
+
+
+def flag_for(field_name: str) -> str:
+    """`inputs[1].shape[0]` -> `--input #2 (shape[0])`; `max_batch_size` -> `--max-batch-size`."""
+    if field_name in FLAG_FOR_FIELD:
+        return FLAG_FOR_FIELD[field_name]
+    m = re.fullmatch(r"(inputs|instance_group)\[(\d+)\]\.?(.*)", field_name)
+    if m:
+        flag = FLAG_FOR_FIELD[m.group(1)]
+        rest = f" ({m.group(3)})" if m.group(3) else ""
+        return f"{flag} #{int(m.group(2)) + 1}{rest}"
+    return field_name
 
 
 def _type_name(value: Any) -> str:
@@ -198,6 +245,26 @@ def _want(ctx: _Ctx, key: str, value: Any, kind: type | tuple[type, ...], hint: 
     if not ok:
         raise ctx.fail(key, f"expected {hint}, got {_type_name(value)} ({value!r})")
     return value
+
+
+def _int(ctx: _Ctx, key: str, value: Any, low: int, high: int, what: str = "") -> int:
+    """An integer in [low, high]; the message names the field and the allowed range."""
+    _want(ctx, key, value, int, "an integer")
+    if value < low:
+        raise ctx.fail(key, f"must be at least {low}{what}, got {value}")
+    if value > high:
+        raise ctx.fail(key, f"must be at most {high}{what}, got {value}")
+    return value
+
+
+def _finite(ctx: _Ctx, key: str, value: Any, low: float = 0.0) -> float:
+    """A finite number >= low (TOML has nan and inf; neither is a tolerance)."""
+    _want(ctx, key, value, (int, float), "a number")
+    if not math.isfinite(value):
+        raise ctx.fail(key, f"must be a finite number, got {value!r}")
+    if value < low:
+        raise ctx.fail(key, f"must be >= {low:g}, got {value!r}")
+    return float(value)
 
 
 def _as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
@@ -226,6 +293,8 @@ def parse_dim(ctx: _Ctx, key: str, value: Any) -> Dim:
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise ctx.fail(key, f"a dim must be a positive integer or a string 'min..max', got {value!r}")
     if isinstance(value, int):
+        if value > MAX_DIM:
+            raise ctx.fail(key, f"dim {value} is larger than Triton allows (at most {MAX_DIM})")
         if value <= 0:
             raise ctx.fail(
                 key,
@@ -233,10 +302,12 @@ def parse_dim(ctx: _Ctx, key: str, value: Any) -> Dim:
                 " (the batch dimension is not listed when max_batch_size > 0)",
             )
         return Dim(value, value)
-    match = DIM_RANGE_RE.match(value)
+    match = DIM_RANGE_RE.fullmatch(value)
     if not match:
         raise ctx.fail(key, f"dynamic dim {value!r} is not of the form 'min..max' (e.g. '1..128')")
     lo, hi = int(match.group(1)), int(match.group(2))
+    if hi > MAX_DIM:
+        raise ctx.fail(key, f"dynamic dim {value!r}: max {hi} is larger than Triton allows (at most {MAX_DIM})")
     if lo <= 0:
         raise ctx.fail(key, f"dynamic dim {value!r}: min must be at least 1")
     if lo > hi:
@@ -250,7 +321,7 @@ def parse_tensor(ctx: _Ctx, key: str, value: Any) -> TensorSpec:
     name = value.get("name")
     if name is not None:
         _want(ctx, f"{key}.name", name, str, "a string")
-        if not TENSOR_NAME_RE.match(name):
+        if not TENSOR_NAME_RE.fullmatch(name):
             raise ctx.fail(
                 f"{key}.name",
                 f"tensor name {name!r} must be a Python identifier (letters, digits, _),"
@@ -283,14 +354,49 @@ def parse_tensor(ctx: _Ctx, key: str, value: Any) -> TensorSpec:
         if len(raw) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in raw):
             raise ctx.fail(f"{key}.range", f"expected [low, high] numbers, got {raw!r}")
         lo, hi = raw
+        if dtype.name == "bool":
+            raise ctx.fail(f"{key}.range", "a bool input takes no range; remove it")
+        if not all(math.isfinite(v) for v in raw):
+            raise ctx.fail(f"{key}.range", f"bounds must be finite numbers, got {raw!r}")
         if dtype.is_integer and not (isinstance(lo, int) and isinstance(hi, int)):
             raise ctx.fail(f"{key}.range", f"an {dtype.name} input needs integer bounds, got {raw!r}")
         if lo >= hi:
             raise ctx.fail(f"{key}.range", f"low {lo} must be below high {hi} (high is exclusive)")
-        if dtype.name == "bool":
-            raise ctx.fail(f"{key}.range", "a bool input takes no range; remove it")
+        low_limit, high_limit = dtypes.value_limits(dtype)
+        if lo < low_limit or hi > high_limit or not math.isfinite(hi - lo):
+            raise ctx.fail(
+                f"{key}.range",
+                f"{raw!r} does not fit {dtype.name} (values from {low_limit:g} to {high_limit:g}"
+                f"{' exclusive' if dtype.is_integer else ''})",
+            )
         rng = (lo, hi)
     return TensorSpec(name=name, dtype=dtype, shape=dims, range=rng)
+
+
+def check_sample_size(ctx: _Ctx, inputs: tuple[TensorSpec, ...], max_batch_size: int) -> None:
+    """Refuse shapes whose sample inputs would not fit in memory, before anything is allocated.
+
+    Verification runs the model at the largest sizes with a batch of up to 4 (the batch-safety check);
+    validate sends up to max_batch_size rows. Both are bounded here by the largest verification batch.
+    """
+    batch = min(max_batch_size, 4) if max_batch_size else 1
+    total = 0
+    biggest = ("", 0)
+    for i, t in enumerate(inputs):
+        elements = batch
+        for d in t.shape:
+            elements *= d.max
+        size = elements * t.dtype.to_numpy().itemsize
+        total += size
+        if size > biggest[1]:
+            biggest = (f"inputs[{i}]", size)
+    if total > MAX_SAMPLE_BYTES:
+        raise ctx.fail(
+            f"{biggest[0]}.shape",
+            f"a sample input at the largest sizes (batch {batch}) takes {total / 2**30:.3g} GiB; tsrepo runs the"
+            f" model on such inputs to verify it and allows {MAX_SAMPLE_BYTES / 2**30:g} GiB. Lower the sizes"
+            " or the max of the dynamic dims",
+        )
 
 
 def parse_instance_groups(ctx: _Ctx, value: Any) -> tuple[InstanceGroup, ...]:
@@ -308,13 +414,11 @@ def parse_instance_groups(ctx: _Ctx, value: Any) -> tuple[InstanceGroup, ...]:
             kind = Kind(kind_raw.lower())
         except ValueError:
             raise ctx.fail(f"{k}.kind", f'unknown kind {kind_raw!r}; use "gpu" or "cpu"') from None
-        count = _want(ctx, f"{k}.count", item.get("count", 1), int, "an integer")
-        if count < 1:
-            raise ctx.fail(f"{k}.count", f"must be at least 1, got {count}")
+        count = _int(ctx, f"{k}.count", item.get("count", 1), 1, MAX_INSTANCES, " instances")
         gpus_raw = _want(ctx, f"{k}.gpus", item.get("gpus", []), list, "a list of GPU ids")
         for g in gpus_raw:
-            if isinstance(g, bool) or not isinstance(g, int) or g < 0:
-                raise ctx.fail(f"{k}.gpus", f"GPU ids are integers >= 0, got {g!r}")
+            if isinstance(g, bool) or not isinstance(g, int) or not 0 <= g <= MAX_GPU_ID:
+                raise ctx.fail(f"{k}.gpus", f"GPU ids are integers from 0 to {MAX_GPU_ID}, got {g!r}")
         if gpus_raw and kind is not Kind.GPU:
             raise ctx.fail(f"{k}.gpus", 'only a kind = "gpu" group takes gpus; remove it or set kind')
         if len(set(gpus_raw)) != len(gpus_raw):
@@ -331,19 +435,20 @@ def parse_dynamic_batching(ctx: _Ctx, value: Any) -> DynamicBatching | None:
         return DynamicBatching()
     _want(ctx, key, value, dict, "a table like { max_queue_delay_microseconds = 100 }, or false")
     _reject_unknown(ctx, value, {"max_queue_delay_microseconds", "preferred_batch_size"}, key)
-    delay = _want(
+    delay = _int(
         ctx,
         f"{key}.max_queue_delay_microseconds",
         value.get("max_queue_delay_microseconds", 0),
-        int,
-        "an integer",
+        0,
+        MAX_QUEUE_DELAY_US,
+        " (one hour)",
     )
-    if delay < 0:
-        raise ctx.fail(f"{key}.max_queue_delay_microseconds", f"must be >= 0, got {delay}")
     preferred = _want(ctx, f"{key}.preferred_batch_size", value.get("preferred_batch_size", []), list, "a list")
     for p in preferred:
-        if isinstance(p, bool) or not isinstance(p, int) or p < 1:
-            raise ctx.fail(f"{key}.preferred_batch_size", f"sizes are integers >= 1, got {p!r}")
+        if isinstance(p, bool) or not isinstance(p, int) or not 1 <= p <= INT32_MAX:
+            raise ctx.fail(f"{key}.preferred_batch_size", f"sizes are integers from 1 to {INT32_MAX}, got {p!r}")
+    if len(set(preferred)) != len(preferred):
+        raise ctx.fail(f"{key}.preferred_batch_size", f"lists a size twice: {preferred}")
     return DynamicBatching(delay, tuple(preferred))
 
 
@@ -371,8 +476,10 @@ def parse_parameters(ctx: _Ctx, value: Any) -> tuple[tuple[str, str], ...]:
         text = raw.strip()
         if name in BOOL_PARAMETERS and text.lower() not in BOOL_WORDS:
             raise ctx.fail(k, f"{raw!r} is not a boolean; the backend accepts true/on/1/false/off/0")
-        if name in INT_PARAMETERS and (not text.isdigit() or int(text) < 1):
-            raise ctx.fail(k, f"{raw!r} must be a positive integer thread count")
+        if name in INT_PARAMETERS and (
+            not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_THREADS
+        ):
+            raise ctx.fail(k, f"{raw!r} must be a thread count from 1 to {MAX_THREADS}")
         out.append((name, text))
     return tuple(sorted(out))
 
@@ -384,9 +491,7 @@ def parse_version_policy(ctx: _Ctx, value: Any) -> VersionPolicy:
         raise ctx.fail(key, "give exactly one of latest, all, specific")
     ((kind, raw),) = value.items()
     if kind == "latest":
-        n = _want(ctx, f"{key}.latest", raw, int, "an integer")
-        if n < 1:
-            raise ctx.fail(f"{key}.latest", f"must be at least 1, got {n}")
+        n = _int(ctx, f"{key}.latest", raw, 1, INT32_MAX)
         return VersionPolicy("latest", (n,))
     if kind == "all":
         if raw is not True:
@@ -394,8 +499,8 @@ def parse_version_policy(ctx: _Ctx, value: Any) -> VersionPolicy:
         return VersionPolicy("all")
     if kind == "specific":
         _want(ctx, f"{key}.specific", raw, list, "a list of versions")
-        if not raw or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in raw):
-            raise ctx.fail(f"{key}.specific", f"versions are integers >= 1, got {raw!r}")
+        if not raw or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= INT32_MAX for v in raw):
+            raise ctx.fail(f"{key}.specific", f"versions are integers from 1 to {INT32_MAX}, got {raw!r}")
         return VersionPolicy("specific", tuple(sorted(set(raw))))
     raise ctx.fail(key, f"unknown policy {kind!r}; use latest, all or specific")
 
@@ -407,10 +512,8 @@ def parse_warmup(ctx: _Ctx, value: Any) -> Warmup | None:
         return Warmup()
     _want(ctx, "warmup", value, dict, "true, or a table like { batch_size = 1, count = 1 }")
     _reject_unknown(ctx, value, {"batch_size", "count"}, "warmup")
-    bs = _want(ctx, "warmup.batch_size", value.get("batch_size", 1), int, "an integer")
-    count = _want(ctx, "warmup.count", value.get("count", 1), int, "an integer")
-    if bs < 1 or count < 1:
-        raise ctx.fail("warmup", "batch_size and count must be at least 1")
+    bs = _int(ctx, "warmup.batch_size", value.get("batch_size", 1), 1, INT32_MAX)
+    count = _int(ctx, "warmup.count", value.get("count", 1), 1, MAX_WARMUP_COUNT)
     return Warmup(bs, count)
 
 
@@ -420,15 +523,22 @@ def validate_model_name(ctx: _Ctx, name: Any) -> str:
         raise ctx.fail("name", "is empty; give the model a name of letters, digits, '_', '.', '-'")
     if name in {".", ".."} or ".." in name:
         raise ctx.fail("name", f"{name!r} contains '..'; a model name cannot leave the repository")
-    if not NAME_RE.match(name):
+    if name.startswith("."):
+        raise ctx.fail("name", f"{name!r} starts with '.'; Triton skips hidden folders, so it would never load")
+    if len(name) > MAX_NAME_LENGTH:
+        raise ctx.fail("name", f"is {len(name)} characters long; keep it to {MAX_NAME_LENGTH}")
+    if not NAME_RE.fullmatch(name):
         raise ctx.fail(
             "name",
-            f"{name!r} may only contain letters, digits, '_', '.' and '-' (no spaces or path separators)",
+            f"{name!r} may only contain letters, digits, '_', '.' and '-' (no spaces, control characters or"
+            " path separators), and must start with a letter, digit or '_'",
         )
     return name
 
 
-def parse_model(table: dict, defaults: dict, origin: str, base_dir: Path, index: int) -> ModelSpec:
+def parse_model(
+    table: dict, defaults: dict, origin: str, base_dir: Path, index: int, require_inputs: bool = True
+) -> ModelSpec:
     ctx = _Ctx(origin, f"#{index + 1}")
     _want(ctx, None, table, dict, "a [[model]] table")
     if "name" not in table:
@@ -444,12 +554,12 @@ def parse_model(table: dict, defaults: dict, origin: str, base_dir: Path, index:
     if not source.strip():
         raise ctx.fail("source", "is empty")
 
-    if "inputs" not in merged:
+    if "inputs" not in merged and require_inputs:
         raise ctx.fail(
             "inputs", 'missing; list each forward argument, e.g. [{ name = "x", dtype = "float32", shape = [3] }]'
         )
-    raw_inputs = _want(ctx, "inputs", merged["inputs"], list, "a list of tensor tables")
-    if not raw_inputs:
+    raw_inputs = _want(ctx, "inputs", merged.get("inputs", []), list, "a list of tensor tables")
+    if not raw_inputs and require_inputs:
         raise ctx.fail("inputs", "is empty; a served model needs at least one input")
     inputs = tuple(parse_tensor(ctx, f"inputs[{i}]", t) for i, t in enumerate(raw_inputs))
     scalar = [i for i, t in enumerate(inputs) if not t.shape]
@@ -465,13 +575,9 @@ def parse_model(table: dict, defaults: dict, origin: str, base_dir: Path, index:
 
     version = merged.get("version")
     if version is not None:
-        _want(ctx, "version", version, int, "an integer")
-        if version < 1:
-            raise ctx.fail("version", f"must be at least 1, got {version}")
+        _int(ctx, "version", version, 1, INT32_MAX)
 
-    mbs = _want(ctx, "max_batch_size", merged.get("max_batch_size", 0), int, "an integer")
-    if mbs < 0:
-        raise ctx.fail("max_batch_size", f"must be >= 0 (0 = no batch dimension), got {mbs}")
+    mbs = _int(ctx, "max_batch_size", merged.get("max_batch_size", 0), 0, INT32_MAX, " (0 = no batch dimension)")
     if scalar and mbs == 0:
         raise ctx.fail(
             f"inputs[{scalar[0]}].shape",
@@ -512,18 +618,17 @@ def parse_model(table: dict, defaults: dict, origin: str, base_dir: Path, index:
         raise ctx.fail("tensor_names", f"unknown value {tn_raw!r}; use auto or index") from None
     out_names = _want(ctx, "output_names", merged.get("output_names", []), list, "a list of names")
     for o in out_names:
-        if not isinstance(o, str) or not TENSOR_NAME_RE.match(o) or "__" in o:
+        if not isinstance(o, str) or not TENSOR_NAME_RE.fullmatch(o) or "__" in o:
             raise ctx.fail(
                 "output_names",
                 f"{o!r} must be an identifier without '__' (tsrepo appends __<index>)",
             )
     if len(set(out_names)) != len(out_names):
         raise ctx.fail("output_names", f"two outputs share a name: {out_names}")
-    rtol = _want(ctx, "rtol", merged.get("rtol", 1e-4), (int, float), "a number")
-    atol = _want(ctx, "atol", merged.get("atol", 1e-5), (int, float), "a number")
-    if rtol < 0 or atol < 0:
-        raise ctx.fail("rtol" if rtol < 0 else "atol", "must be >= 0")
-    seed = _want(ctx, "seed", merged.get("seed", 0), int, "an integer")
+    rtol = _finite(ctx, "rtol", merged.get("rtol", 1e-4))
+    atol = _finite(ctx, "atol", merged.get("atol", 1e-5))
+    seed = _int(ctx, "seed", merged.get("seed", 0), 0, MAX_SEED)
+    check_sample_size(ctx, inputs, mbs)
 
     return ModelSpec(
         name=name,
@@ -549,7 +654,7 @@ def parse_model(table: dict, defaults: dict, origin: str, base_dir: Path, index:
     )
 
 
-def parse_spec(data: Any, origin: str, base_dir: Path) -> RepoSpec:
+def parse_spec(data: Any, origin: str, base_dir: Path, require_inputs: bool = True) -> RepoSpec:
     """Validate a parsed TOML document. Raises SpecError naming file, model and field."""
     ctx = _Ctx(origin)
     if not isinstance(data, dict):
@@ -564,7 +669,7 @@ def parse_spec(data: Any, origin: str, base_dir: Path) -> RepoSpec:
     _want(ctx, "model", models_raw, list, "an array of [[model]] tables")
     if not models_raw:
         raise ctx.fail("model", "no [[model]] tables; add at least one")
-    models = [parse_model(t, defaults, origin, base_dir, i) for i, t in enumerate(models_raw)]
+    models = [parse_model(t, defaults, origin, base_dir, i, require_inputs) for i, t in enumerate(models_raw)]
     check_repository_rules(models, origin)
     return RepoSpec(models=tuple(models), origin=origin)
 
@@ -604,39 +709,107 @@ def parse_input_flag(text: str) -> dict:
     parts = text.split(":")
     if len(parts) != 3:
         raise SpecError(
-            f"command line: `--input {text}`: expected NAME:DTYPE:SHAPE, e.g. image:float32:3,64,64"
+            f"{FLAGS_ORIGIN}: `--input {text}`: expected NAME:DTYPE:SHAPE, e.g. image:float32:3,64,64"
             " or tokens:int64:1..128"
         )
     name, dtype, shape = parts
     dims: list[int | str] = []
     for d in shape.split(","):
         d = d.strip()
-        dims.append(int(d) if d.lstrip("-").isdigit() else d)
+        # isascii: str.isdigit() also accepts digits such as '²' that int() refuses.
+        dims.append(int(d) if d.lstrip("-").isascii() and d.lstrip("-").isdigit() else d)
     table: dict = {"dtype": dtype, "shape": dims}
     if name:
         table["name"] = name
     return table
 
 
-def spec_from_flags(fields: dict, base_dir: Path | None = None) -> RepoSpec:
-    """One model from CLI flags, validated by the same rules as a spec file."""
-    fields = {k: v for k, v in fields.items() if v is not None}
-    return parse_spec({"model": [fields]}, "command line", base_dir or Path.cwd())
+def parse_instance_group_flag(text: str) -> dict:
+    """`KIND[:COUNT]` (e.g. gpu:1, cpu:2) -> an instance_group table; the spec rules check the values."""
+    kind, sep, count = text.partition(":")
+    table: dict = {"kind": kind.strip()}
+    if sep:
+        count = count.strip()
+        digits = count.lstrip("-")
+        if not (digits.isascii() and digits.isdigit()):
+            raise SpecError(
+                f"{FLAGS_ORIGIN}: `--instance-group {text}`: the count must be a whole number of instances"
+                f" (at least 1), e.g. cpu:2; got {count!r}"
+            )
+        table["count"] = int(count)
+    return table
 
 
-def to_dict(m: ModelSpec) -> dict:
-    """A plain-data view for tsrepo.json and messages."""
-    return {
-        "inputs": [
-            {
-                "name": t.name,
-                "dtype": t.dtype.name,
-                "shape": [d.to_json() for d in t.shape],
-                **({"range": list(t.range)} if t.range else {}),
-            }
-            for t in m.inputs
-        ],
+@dataclass(frozen=True)
+class ModelFlags:
+    """The flags of `tsrepo build --source ...`: one model without a spec file."""
+
+    source: str
+    name: str | None = None
+    inputs: tuple[str, ...] = ()
+    export: str | None = None
+    max_batch_size: int | None = None
+    instance_group: str | None = None
+    dynamic_batching: bool | None = None
+    max_queue_delay: int | None = None
+    version: int | None = None
+
+
+def spec_from_model_flags(flags: ModelFlags, base_dir: Path | None = None) -> RepoSpec:
+    """One model from `build --source` flags, checked by the same rules as a spec file."""
+    if not flags.name:
+        raise SpecError(f"{FLAGS_ORIGIN}: `--name` is missing; --source needs a model name")
+    fields: dict = {
+        "name": flags.name,
+        "source": flags.source,
+        "inputs": [parse_input_flag(i) for i in flags.inputs],
+        "export": flags.export,
+        "max_batch_size": flags.max_batch_size,
+        "version": flags.version,
     }
+    if flags.instance_group is not None:
+        fields["instance_group"] = [parse_instance_group_flag(flags.instance_group)]
+    if flags.dynamic_batching is False and flags.max_queue_delay is not None:
+        raise SpecError(f"{FLAGS_ORIGIN}: `--max-queue-delay` needs dynamic batching; drop --no-dynamic-batching")
+    if flags.dynamic_batching is False:
+        fields["dynamic_batching"] = False
+    elif flags.dynamic_batching or flags.max_queue_delay is not None:
+        fields["dynamic_batching"] = {"max_queue_delay_microseconds": flags.max_queue_delay or 0}
+    return spec_from_flags(fields, base_dir)
+
+
+def doctor_spec(source: str, inputs: tuple[str, ...] = (), max_batch_size: int = 0, allow_trace: bool = False):
+    """What `tsrepo doctor SOURCE` checks: every model of a spec file, or one `module:callable` with optional
+    example inputs (without them the model is only scripted)."""
+    path = Path(source)
+    if source.endswith(".toml") or path.is_file():
+        if inputs:
+            raise SpecError(f"{FLAGS_ORIGIN}: `--input` is for a module:callable SOURCE; {source} lists its inputs")
+        return load_spec(path)
+    if ":" not in source:
+        raise SpecError(
+            f"{FLAGS_ORIGIN}: SOURCE {source!r} is neither an existing spec file nor module:callable"
+            " (e.g. examples.vision:build_resnet_small)"
+        )
+    fields = {
+        "name": re.sub(r"[^A-Za-z0-9_.-]", "_", source.rpartition(":")[2]).lstrip(".") or "model",
+        "source": source,
+        "inputs": [parse_input_flag(i) for i in inputs],
+        "max_batch_size": max_batch_size,
+        "export": "trace" if allow_trace else "script",
+    }
+    return spec_from_flags(fields, require_inputs=False)
+
+
+def spec_from_flags(fields: dict, base_dir: Path | None = None, require_inputs: bool = True) -> RepoSpec:
+    """One model from CLI flags, validated by the same rules as a spec file.
+
+    `require_inputs=False` is for `tsrepo doctor`, which can script a model without example inputs.
+    """
+    fields = {k: v for k, v in fields.items() if v is not None}
+    if not require_inputs and not fields.get("inputs"):
+        fields.pop("inputs", None)
+    return parse_spec({"model": [fields]}, FLAGS_ORIGIN, base_dir or Path.cwd(), require_inputs)
 
 
 __all__ = [
@@ -645,6 +818,7 @@ __all__ = [
     "ExportMode",
     "InstanceGroup",
     "Kind",
+    "ModelFlags",
     "ModelSpec",
     "RepoSpec",
     "TensorNames",
@@ -655,4 +829,5 @@ __all__ = [
     "parse_input_flag",
     "parse_spec",
     "spec_from_flags",
+    "spec_from_model_flags",
 ]

@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from tsrepo import sampling
-from tsrepo.errors import VerifyError
+from tsrepo.compare import Comparison, compare
+from tsrepo.errors import ExportError, VerifyError
 from tsrepo.signature import InputSig
 from tsrepo.spec import ModelSpec
-
-
-@dataclass(frozen=True)
-class Comparison:
-    max_abs: float
-    max_rel: float
-    ok: bool
-    where: str = ""  # the first output that failed
 
 
 def make_args(
@@ -71,85 +62,56 @@ def leaves(result) -> list:
     raise VerifyError(f"unexpected output type {type(result).__name__}")
 
 
-def compare(expected: list, actual: list, names: list[str], rtol: float, atol: float) -> Comparison:
-    worst_abs, worst_rel, bad = 0.0, 0.0, ""
-    if len(expected) != len(actual):
-        return Comparison(float("inf"), float("inf"), False, f"{len(expected)} vs {len(actual)} outputs")
-    for name, e, a in zip(names, expected, actual, strict=True):
-        if isinstance(e, list) or isinstance(a, list):
-            if e != a and not bad:
-                bad = name
-            continue
-        e_np, a_np = _numpy(e), _numpy(a)
-        if e_np.shape != a_np.shape:
-            bad = bad or f"{name} (shape {list(e_np.shape)} vs {list(a_np.shape)})"
-            worst_abs = float("inf")
-            continue
-        if e_np.dtype == bool or np.issubdtype(e_np.dtype, np.integer):
-            diff = np.abs(e_np.astype(np.int64) - a_np.astype(np.int64)) if e_np.size else np.zeros(1)
-            ok = bool((diff == 0).all())
-            abs_err = float(diff.max()) if diff.size else 0.0
-            rel_err = abs_err
-        else:
-            e64, a64 = e_np.astype(np.float64), a_np.astype(np.float64)
-            nan_mismatch = np.isnan(e64) != np.isnan(a64)
-            diff = np.abs(np.nan_to_num(e64) - np.nan_to_num(a64))
-            abs_err = float(diff.max()) if diff.size else 0.0
-            denom = np.maximum(np.abs(e64), 1e-12)
-            rel_err = float((diff / denom).max()) if diff.size else 0.0
-            both_nan = np.isnan(e64) & np.isnan(a64)
-            within = (diff <= atol + rtol * np.abs(np.nan_to_num(e64))) | both_nan
-            ok = bool(within.all()) and not nan_mismatch.any()
-        worst_abs, worst_rel = max(worst_abs, abs_err), max(worst_rel, rel_err)
-        if not ok and not bad:
-            bad = name
-    return Comparison(worst_abs, worst_rel, not bad, bad)
-
-
-def _numpy(t: torch.Tensor) -> np.ndarray:
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:  # numpy has no bfloat16; the signature check refuses it later
-        t = t.float()
-    return t.numpy()
-
-
 def run(module, args) -> list:
     with torch.no_grad():
         return leaves(module(*args))
+
+
+def run_checked(spec: ModelSpec, module, args, what: str):
+    """Call the model on valid inputs; whatever it raises (sys.exit too) is the model's failure, named
+    with the input shapes. Returns forward's result as it is."""
+    from tsrepo.export import user_code
+
+    shapes = [list(a.shape) for a in args]
+    try:
+        with torch.no_grad(), user_code(f"{spec.where('inputs')}: {what} on inputs of shapes {shapes}"):
+            return module(*args)
+    except ExportError as e:
+        raise ExportError(
+            f"{e} (the spec's inputs must be valid for the model at every size it checks)"
+        ) from e.__cause__
 
 
 def check_equal(spec: ModelSpec, what: str, expected: list, actual: list, names: list[str], context: str) -> Comparison:
     c = compare(expected, actual, names, spec.rtol, spec.atol)
     if not c.ok:
         raise VerifyError(
-            f"{spec.where()}: {what} differ at {context}: output {c.where},"
-            f" max abs error {c.max_abs:.3g}, max rel error {c.max_rel:.3g}"
-            f" (tolerance rtol={spec.rtol:g}, atol={spec.atol:g}; raise `rtol`/`atol` in the spec"
-            " if this is float noise)"
+            f"{spec.where()}: {what} differ at {context}: output {c.where}"
+            " (raise `rtol`/`atol` in the spec if this is float noise)"
         )
     return c
 
 
 def check_batch_safe(
     spec: ModelSpec, module, inputs: list[InputSig], shapes: list[list[int]], names: list[str], rng
-) -> Comparison:
+) -> float:
     """Outputs for a batch must equal each row run alone, or the dynamic batcher changes answers."""
     batch = min(spec.max_batch_size, 4)
     args = make_args(inputs, shapes, batch, rng)
-    together = run(module, args)
-    worst_abs, worst_rel = 0.0, 0.0
+    together = leaves(run_checked(spec, module, args, "the exported model"))
+    worst_abs = 0.0
     for row in range(batch):
-        alone = run(module, tuple(a[row : row + 1] for a in args))
+        alone = leaves(run_checked(spec, module, tuple(a[row : row + 1] for a in args), "the exported model"))
         sliced = [t[row : row + 1] for t in together]
         c = compare(alone, sliced, names, spec.rtol, spec.atol)
-        worst_abs, worst_rel = max(worst_abs, c.max_abs), max(worst_rel, c.max_rel)
+        worst_abs = max(worst_abs, c.max_abs)
         if not c.ok:
             raise VerifyError(
                 f"{spec.where('dynamic_batching')}: the model is not batch-safe: output {c.where}"
-                f" for row {row} of a batch of {batch} differs from the same row run alone (max abs"
-                f" difference {c.max_abs:.3g}). Rows influence each other (e.g. normalising over"
+                f" for row {row} of a batch of {batch} differs from the same row run alone."
+                " Rows influence each other (e.g. normalising over"
                 " the batch, or BatchNorm in train mode), so the dynamic batcher would change"
                 " answers. Fix the model, or set batch_safe = false to serve it without dynamic"
                 " batching"
             )
-    return Comparison(worst_abs, worst_rel, True)
+    return worst_abs

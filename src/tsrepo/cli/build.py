@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from tsrepo.cli import _console, main
-from tsrepo.errors import TsrepoError
+from tsrepo.errors import UsageError
 
 
 @main.command()
@@ -73,27 +73,30 @@ def build(
     from tsrepo import build as build_mod
     from tsrepo import spec as spec_mod
 
+    flags = spec_mod.ModelFlags(
+        source=source,
+        name=name,
+        inputs=tuple(inputs),
+        export=export_mode,
+        max_batch_size=max_batch_size,
+        instance_group=instance_group,
+        dynamic_batching=dynamic_batching,
+        max_queue_delay=max_queue_delay,
+        version=model_version,
+    )
     if source:
         if spec is not None:
-            raise TsrepoError("command line: give either SPEC or --source, not both")
-        fields: dict = {
-            "name": name,
-            "source": source,
-            "inputs": [spec_mod.parse_input_flag(i) for i in inputs],
-            "export": export_mode,
-            "max_batch_size": max_batch_size,
-            "version": model_version,
-        }
-        if not name:
-            raise TsrepoError("command line: `--name` is missing; --source needs a model name")
-        if instance_group:
-            kind, _, count = instance_group.partition(":")
-            fields["instance_group"] = [{"kind": kind, "count": int(count) if count.isdigit() else count or 1}]
-        if dynamic_batching or max_queue_delay is not None:
-            fields["dynamic_batching"] = {"max_queue_delay_microseconds": max_queue_delay or 0}
-        repo_spec = spec_mod.spec_from_flags(fields)
+            raise UsageError("command line: give either SPEC or --source, not both")
+        repo_spec = spec_mod.spec_from_model_flags(flags)
     else:
+        used = [f"--{k.replace('_', '-')}" for k, v in vars(flags).items() if v not in (None, (), "")]
+        if used:
+            raise UsageError(
+                f"command line: {', '.join(used)} describe one model and need --source; without --source"
+                f" the models come from {spec or 'tsrepo.toml'}"
+            )
         repo_spec = spec_mod.load_spec(spec or Path("tsrepo.toml"))
+    build_mod.check_output(out, templates)
 
     console = _console()
     with console.status("building") as status:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
-from pathlib import Path
 
 import click
 
@@ -46,22 +44,7 @@ def doctor(source, inputs, max_batch_size, allow_trace, as_json):
     from tsrepo import doctor as doctor_mod
     from tsrepo import spec as spec_mod
 
-    path = Path(source)
-    if source.endswith(".toml") or path.is_file():
-        repo_spec = spec_mod.load_spec(path)
-    else:
-        fields = {
-            "name": source.rpartition(":")[2].replace(".", "_") or "model",
-            "source": source,
-            "inputs": [spec_mod.parse_input_flag(i) for i in inputs] or [{"dtype": "float32", "shape": [1]}],
-            "max_batch_size": max_batch_size,
-            "export": "trace" if allow_trace else "script",
-        }
-        repo_spec = spec_mod.spec_from_flags(fields)
-        if not inputs:
-            repo_spec = spec_mod.RepoSpec(
-                tuple(dataclasses.replace(m, inputs=()) for m in repo_spec.models), repo_spec.origin
-            )
+    repo_spec = spec_mod.doctor_spec(source, inputs, max_batch_size, allow_trace)
     reports = [doctor_mod.check(m, allow_trace=allow_trace) for m in repo_spec.models]
     if as_json:
         click.echo(json_mod.dumps([r.to_json() for r in reports], indent=2))

@@ -113,8 +113,8 @@ def explain_failure(model: nn.Module, exc: BaseException) -> str:
 
 def check(spec, allow_trace: bool = False) -> Report:
     """Diagnose one model of a spec: static pass, scripting, and with inputs a comparison with eager."""
-    from tsrepo import export, signature, verify
-    from tsrepo.errors import TsrepoError, VerifyError
+    from tsrepo import compare, export, signature, verify
+    from tsrepo.errors import ExportError, TsrepoError, VerifyError
     from tsrepo.spec import ExportMode
 
     report = Report(spec.name)
@@ -146,17 +146,15 @@ def check(spec, allow_trace: bool = False) -> Report:
         return report
     worst = 0.0
     names = None
+    nonfinite: dict[str, compare.OutputDiff] = {}
     for _batch, args in verify.size_grid(spec, inputs, rng):
-        eager = verify.run(model, args)
+        # The eager model failing on the spec's inputs is the spec's or the model's error (exit 2);
+        # the exported model failing where eager works is a finding.
+        eager = verify.leaves(verify.run_checked(spec, model, args, "the eager model"))
         try:
-            got = verify.run(candidate, args)
-        except Exception as e:  # the exported model failed on valid inputs
-            report.findings.append(
-                _divergence(
-                    report,
-                    f"fails at input shapes {[list(a.shape) for a in args]}: {str(e).strip().splitlines()[-1]}",
-                )
-            )
+            got = verify.leaves(verify.run_checked(spec, candidate, args, "the exported model"))
+        except ExportError as e:
+            report.findings.append(_divergence(report, str(e).split(": ", 2)[-1]))
             return report
         names = names or [f"#{i}" for i in range(len(eager))]
         try:
@@ -167,8 +165,11 @@ def check(spec, allow_trace: bool = False) -> Report:
             report.findings.append(_divergence(report, str(e).split(": ", 2)[-1]))
             return report
         worst = max(worst, c.max_abs)
+        nonfinite.update({d.name: d for d in c.nonfinite()})
     report.compared = True
     report.max_abs_error = worst
+    if nonfinite:
+        report.notes.append(compare.nonfinite_warning("outputs", list(nonfinite.values())))
     return report
 
 
@@ -185,7 +186,8 @@ def _trace(model: nn.Module, example: tuple):
     try:
         traced, notes = trace_recording(model, example)
     except Exception as e:
-        raise ExportError(f"tracing failed too: {type(e).__name__}: {str(e).strip().splitlines()[0]}") from None
+        lines = str(e).strip().splitlines()
+        raise ExportError(f"tracing failed too: {type(e).__name__}: {lines[0] if lines else ''}") from e
     found = []
     for n in notes:
         try:

@@ -157,7 +157,7 @@ KINDS: dict[str, Kind] = {
             "TS00",
             "TorchScript refused this code",
             "TorchScript could not compile this line (not one of the known classes).",
-            "Read TorchScript's message below; rewrite the line with supported constructs, or trace.",
+            "Read TorchScript's message quoted above; rewrite the line with supported constructs, or trace.",
             "",
             "",
             "TorchScript Language Reference",

@@ -406,6 +406,14 @@ class _FunctionPass(ast.NodeVisitor):
                 self.add(
                     node, "TS09", f"`{ast.unparse(func)}` is a {type(value).__name__}, which has no forward to call"
                 )
+            elif isinstance(value, types.FunctionType):
+                what = "a lambda" if value.__name__ == "<lambda>" else f"the plain function `{value.__name__}`"
+                self.add(
+                    node,
+                    "TS11",
+                    f"`{ast.unparse(func)}` is {what} stored as an attribute; TorchScript compiles methods and"
+                    " submodules, not function-valued attributes (make it a method, or call the function directly)",
+                )
             elif value is _MISSING and callable(getattr(type(self.module), attr, None)):
                 self.called_methods.add(attr)
         if isinstance(func, ast.Name) and func.id in self.module_vars:

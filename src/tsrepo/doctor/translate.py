@@ -24,7 +24,9 @@ PATTERNS: list[tuple[re.Pattern, str]] = [
         re.compile(
             r"getattr's second argument must be a string literal|try blocks aren't supported|"
             r"Yield aren't supported|Lambda aren't supported|GeneratorExp aren't supported|"
-            r"cannot statically infer the expected size of a list|With item expression must return an object"
+            r"cannot statically infer the expected size of a list|With item expression must return an object|"
+            # A lambda or plain function stored as a module attribute and called as self.f(...).
+            r"exists as an attribute on the Python module, but we failed to compile it"
         ),
         "TS11",
     ),
