@@ -260,9 +260,12 @@ def model_config(spec: ModelSpec, sig: signature.Signature, batching) -> config.
     )
 
 
-def check_output(out: Path, templates: Path | None = None) -> None:
+def check_output(out: Path, templates: Path | None = None, writable: bool = True) -> None:
     """What can be checked before any model is imported: the repository can be written, the templates load."""
-    repository.check_writable(Path(out))
+    if writable:
+        repository.check_writable(Path(out))
+    elif Path(out).exists() and not Path(out).is_dir():
+        raise repository.RepositoryError(f"{out}: exists and is not a folder; choose another --out")
     if templates is not None:
         config.load_template(templates)
 
@@ -278,8 +281,7 @@ def build(
 ) -> BuildResult:
     """Prepare every model first; write only when all of them passed, all of them or none."""
     out = Path(out)
-    if not dry_run:
-        check_output(out, templates)
+    check_output(out, templates, writable=not dry_run)
     prepared = [prepare(m, templates, progress) for m in repo_spec.models]
     if dry_run:
         p = repository.plan(out, [pm.files() for pm in prepared], force)

@@ -158,6 +158,26 @@ def parse(text: str, origin: str) -> pb.ModelConfig:
         raise ConfigError(f"{origin}: Triton's schema rejects the config: {e}") from None
 
 
+def load_file(path: Path) -> pb.ModelConfig:
+    """Read a config.pbtxt exactly as Triton does; a ConfigError names the file and line otherwise."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config.pbtxt file") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {e.start}); Triton reads config.pbtxt as text") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror or e})") from None
+    try:
+        return text_format.Parse(text, pb.ModelConfig())
+    except text_format.ParseError as e:
+        # ParseError's message already starts with "line:column"; keep Triton's words.
+        raise ConfigError(f"{path}:{e}: Triton's schema rejects it") from None
+
+
 def prove(text: str, config: ModelConfig, origin: str) -> pb.ModelConfig:
     """Parse rendered text and demand it equals the typed config, field by field."""
     parsed = parse(text, origin)

@@ -791,8 +791,10 @@ def doctor_spec(source: str, inputs: tuple[str, ...] = (), max_batch_size: int =
             f"{FLAGS_ORIGIN}: SOURCE {source!r} is neither an existing spec file nor module:callable"
             " (e.g. examples.vision:build_resnet_small)"
         )
+    # The model's name only labels the report: derive a valid one from the callable's name.
+    name = re.sub(r"[^A-Za-z0-9_]", "_", source.rpartition(":")[2])[:MAX_NAME_LENGTH]
     fields = {
-        "name": re.sub(r"[^A-Za-z0-9_.-]", "_", source.rpartition(":")[2]).lstrip(".") or "model",
+        "name": name if NAME_RE.fullmatch(name) else "model",
         "source": source,
         "inputs": [parse_input_flag(i) for i in inputs],
         "max_batch_size": max_batch_size,

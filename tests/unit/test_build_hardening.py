@@ -266,7 +266,7 @@ def test_instance_group_flag_with_a_negative_count_says_it_must_be_at_least_1(tm
 def test_model_flags_without_source_are_refused(tmp_path, write_spec):
     spec = write_spec(f'[[model]]\nname = "lin"\n{LINEAR}')
     result = CliRunner().invoke(main, ["build", str(spec), "--name", "x", "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "--name" in result.output and "need --source" in result.output
+    assert result.exit_code == 2 and "--name" in result.output and "only apply with --source" in result.output
 
 
 def test_debug_shows_the_users_own_failing_frame(tmp_path):

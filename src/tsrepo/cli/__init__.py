@@ -28,13 +28,24 @@ class _Group(click.Group):
             ctx.exit(e.exit_code)
 
 
+class PathParam(click.Path):
+    """click.Path that refuses an empty value: Path("") is the working directory, never what was meant."""
+
+    def __init__(self, **kwargs):
+        from pathlib import Path
+
+        kwargs.setdefault("path_type", Path)
+        super().__init__(**kwargs)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("is empty; give a path", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def repo_option(help_text: str):
     """The --repo option the serving and client commands share."""
-    from pathlib import Path
-
-    return click.option(
-        "--repo", default="model_repository", show_default=True, type=click.Path(path_type=Path), help=help_text
-    )
+    return click.option("--repo", default="model_repository", show_default=True, type=PathParam(), help=help_text)
 
 
 def _console():

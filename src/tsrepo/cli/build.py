@@ -6,18 +6,18 @@ from pathlib import Path
 
 import click
 
-from tsrepo.cli import _console, main
+from tsrepo.cli import PathParam, _console, main
 from tsrepo.errors import UsageError
 
 
 @main.command()
-@click.argument("spec", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("spec", required=False, type=PathParam(dir_okay=False))
 @click.option(
     "--out",
     "out",
     default="model_repository",
     show_default=True,
-    type=click.Path(path_type=Path),
+    type=PathParam(),
     help="The model repository to write into.",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing version of a model.")
@@ -26,7 +26,7 @@ from tsrepo.errors import UsageError
 )
 @click.option(
     "--templates",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    type=PathParam(file_okay=False, exists=True),
     help="A folder with your own config.pbtxt.j2 (house style).",
 )
 @click.option("--source", help="One model without a spec file: 'module:factory' or a TorchScript .pt path.")
@@ -89,14 +89,14 @@ def build(
             raise UsageError("command line: give either SPEC or --source, not both")
         repo_spec = spec_mod.spec_from_model_flags(flags)
     else:
-        used = [f"--{k.replace('_', '-')}" for k, v in vars(flags).items() if v not in (None, (), "")]
+        used = [f"--{k.replace('_', '-').removesuffix('s')}" for k, v in vars(flags).items() if v not in (None, ())]
         if used:
             raise UsageError(
-                f"command line: {', '.join(used)} describe one model and need --source; without --source"
-                f" the models come from {spec or 'tsrepo.toml'}"
+                f"command line: {', '.join(used)} only apply with --source (one model from flags); without"
+                f" --source the models come from {spec or 'tsrepo.toml'}"
             )
         repo_spec = spec_mod.load_spec(spec or Path("tsrepo.toml"))
-    build_mod.check_output(out, templates)
+    build_mod.check_output(out, templates, writable=not dry_run)
 
     console = _console()
     with console.status("building") as status:
