@@ -115,18 +115,20 @@ def test_bench_writes_consistent_json_csv_and_png(example_server, example_repo, 
 
 
 def test_request_rate_above_capacity_shows_latency_growing(example_server, example_repo):
+    # Judged from the server's own queue-time statistics, not from ratios to a capacity measured
+    # seconds earlier by a client that shares two cores with the server: the overload is made
+    # large (3x) so a busier machine only makes it larger, and a server that never queued fails.
     s = bench.Settings(url=example_server.http_url, model="resnet_small", duration=2, warmup=0.5)
     capacity = bench.run(s, "concurrency", [4], example_repo)[0].throughput
-    results = bench.run(
+    (above,) = bench.run(
         bench.Settings(url=example_server.http_url, model="resnet_small", duration=3, warmup=0),
         "request_rate",
-        [capacity * 0.3, capacity * 2.0],
+        [capacity * 3.0],
         example_repo,
     )
-    below, above = results
-    assert below.throughput == pytest.approx(capacity * 0.3, rel=0.15)
-    assert above.throughput < capacity * 1.4  # the server cannot keep up ...
-    assert above.latency_ms["p50"] > 5 * below.latency_ms["p50"]  # ... and the waiting shows in the latency
+    queue_us = above.server["queue_us"]
+    assert queue_us > 20_000, above.server  # requests waited in Triton's queue (idle, it is well under 1 ms) ...
+    assert above.latency_ms["p50"] * 1000 > queue_us * 0.5  # ... and the client's latency holds that wait
     p95s = [w.p95_ms for w in above.windows]
     assert p95s[-1] > p95s[0]  # and keeps growing: measured from the scheduled send time
 

@@ -10,7 +10,7 @@ import threading
 import numpy as np
 import pytest
 
-from tsrepo.client import kserve
+from tsrepo.client import kserve, transport
 from tsrepo.errors import ServerRefused, ServerTimeout, ServerUnreachable
 from tsrepo.serve.ports import free_port
 
@@ -50,7 +50,7 @@ def test_binary_request_carries_every_tensor_and_decodes_back():
 
 def test_nothing_listening_is_unreachable():
     with pytest.raises(ServerUnreachable, match="connection refused"):
-        kserve.HttpClient(f"127.0.0.1:{free_port()}", timeout=2).get_json("/v2/health/ready")
+        transport.connect(f"127.0.0.1:{free_port()}", "http", timeout=2).metadata("m")
 
 
 def test_a_silent_server_is_a_timeout():
@@ -59,7 +59,7 @@ def test_a_silent_server_is_a_timeout():
         silent.listen()  # accepts connections (backlog) and never answers
         url = f"127.0.0.1:{silent.getsockname()[1]}"
         with pytest.raises(ServerTimeout, match="no answer within 0.5 s"):
-            kserve.HttpClient(url, timeout=0.5).get_json("/v2/models/m")
+            transport.connect(url, "http", timeout=0.5).metadata("m")
 
 
 def test_an_error_answer_is_refused_with_the_servers_message():
@@ -80,6 +80,6 @@ def test_an_error_answer_is_refused_with_the_servers_message():
     try:
         url = f"127.0.0.1:{server.server_address[1]}"
         with pytest.raises(ServerRefused, match="HTTP 400: Request for unknown model: 'm' is not found"):
-            kserve.HttpClient(url, timeout=2).get_json("/v2/models/m")
+            transport.connect(url, "http", timeout=2).metadata("m")
     finally:
         server.shutdown()

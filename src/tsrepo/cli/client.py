@@ -1,4 +1,8 @@
-"""`tsrepo validate` and `tsrepo bench`: the client suite."""
+"""`tsrepo validate` and `tsrepo bench`: the client suite.
+
+Every option is checked here, at parse time, before the repository is read or a request is sent:
+a bad option is exit 2 with a message naming it. Exit 1 is kept for the server's side of things.
+"""
 
 from __future__ import annotations
 
@@ -8,14 +12,56 @@ from pathlib import Path
 import click
 
 from tsrepo.cli import _console, main, repo_option
-from tsrepo.errors import TsrepoError
+from tsrepo.cli.options import MAX_SECONDS, Finite, output_path, usage
+from tsrepo.errors import TsrepoError, UsageError
+
+PROTOCOLS = click.Choice(["http", "grpc"])
+
+
+def _address(value, option):
+    from tsrepo.client.address import parse_address
+
+    return parse_address(value, option)
+
+
+def _model_names(values, option):
+    from tsrepo.client.modelinfo import check_model_name
+
+    return tuple(check_model_name(v, option) for v in values)
+
+
+def _model_name(value, option):
+    from tsrepo.client.modelinfo import check_model_name
+
+    return check_model_name(value, option)
+
+
+def _levels(mode_name):
+    def parse(value, option):
+        from tsrepo.client.bench import Mode, parse_levels
+
+        return parse_levels(value, Mode(mode_name))
+
+    return parse
+
+
+def _seconds(low: float, low_open: bool = False) -> Finite:
+    return Finite(low, MAX_SECONDS, low_open)
 
 
 @main.command()
 @repo_option("The repository the server was started on (its model.pt files are run locally).")
-@click.option("--url", default="127.0.0.1:8000", show_default=True, help="HOST:PORT of the server (HTTP or gRPC port).")
-@click.option("--protocol", type=click.Choice(["http", "grpc"]), default="http", show_default=True)
-@click.option("--model", "models", multiple=True, help="Validate only these models (repeatable).")
+@click.option(
+    "--url",
+    default="127.0.0.1:8000",
+    show_default=True,
+    callback=usage(_address),
+    help="HOST:PORT of the server (its HTTP or gRPC port); [::1]:8000 for IPv6. No TLS.",
+)
+@click.option("--protocol", type=PROTOCOLS, default="http", show_default=True)
+@click.option(
+    "--model", "models", multiple=True, callback=usage(_model_names), help="Validate only these models (repeatable)."
+)
 @click.option(
     "--samples",
     default=4,
@@ -23,10 +69,14 @@ from tsrepo.errors import TsrepoError
     type=click.IntRange(1, 1000),
     help="Random inputs per model: dynamic dims at min, max, middle, random; batch 1 and max.",
 )
-@click.option("--rtol", type=float, help="Relative tolerance (default: the one recorded at build time).")
-@click.option("--atol", type=float, help="Absolute tolerance (default: the one recorded at build time).")
+@click.option("--rtol", type=Finite(0.0), help="Relative tolerance (default: the one recorded at build time).")
+@click.option("--atol", type=Finite(0.0), help="Absolute tolerance (default: the one recorded at build time).")
 @click.option(
-    "--timeout", default=60.0, show_default=True, type=float, help="Seconds to wait for readiness and per request."
+    "--timeout",
+    default=60.0,
+    show_default=True,
+    type=_seconds(0.0, low_open=True),
+    help="Seconds to wait for readiness and per request.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON on stdout.")
 def validate(repo, url, protocol, models, samples, rtol, atol, timeout, as_json):
@@ -34,8 +84,9 @@ def validate(repo, url, protocol, models, samples, rtol, atol, timeout, as_json)
 
     For each model: the server's metadata and config match the repository's (names, dtypes, dims,
     max_batch_size, instance groups, dynamic batching), and outputs for random inputs drawn from the
-    signature equal torch.jit.load(model.pt) run here. Exit 0 when all pass, 1 when any model
-    differs or is not ready, 2 for usage errors and an unreachable server.
+    signature equal torch.jit.load(model.pt) run here. Exit 0 when all pass; 1 when any model
+    differs or is not ready, or the server is unreachable, timed out or refused; 2 for usage errors
+    (an option, the repository or a model's files).
     """
     import json as json_mod
 
@@ -62,8 +113,9 @@ def validate(repo, url, protocol, models, samples, rtol, atol, timeout, as_json)
     table = Table(title=f"validate {url} ({protocol})")
     for col in ("model", "version", "status", "output", "max abs err", "max rel err"):
         table.add_column(col)
+    passed = validate_mod.Status.PASS
     for r in results:
-        colour = "green" if r.status == "pass" else "red"
+        colour = "green" if r.status == passed else "red"
         rows = list(r.outputs.values()) or [None]
         for i, o in enumerate(rows):
             table.add_row(
@@ -80,45 +132,48 @@ def validate(repo, url, protocol, models, samples, rtol, atol, timeout, as_json)
             console.print(f"[red]{escape(r.name)}:[/] {escape(p)}")
         for n in r.notes:
             console.print(f"[yellow]{escape(r.name)}:[/] {escape(n)}")
-    sys.exit(0 if all(r.status == "pass" for r in results) else 1)
-
-
-def _levels(text: str, what: str) -> list[float]:
-    try:
-        values = [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise TsrepoError(f"command line: `{what}`: expected numbers separated by commas, got {text!r}") from None
-    if not values or any(v <= 0 for v in values):
-        raise TsrepoError(f"command line: `{what}`: levels must be positive, got {text!r}")
-    return values
+    sys.exit(0 if all(r.status == passed for r in results) else 1)
 
 
 @main.command()
-@click.argument("model")
-@click.option("--url", default="127.0.0.1:8000", show_default=True, help="HOST:PORT (the HTTP or the gRPC port).")
+@click.argument("model", callback=usage(_model_name))
+@click.option(
+    "--url",
+    default="127.0.0.1:8000",
+    show_default=True,
+    callback=usage(_address),
+    help="HOST:PORT (the HTTP or the gRPC port); [::1]:8000 for IPv6. No TLS.",
+)
 @click.option(
     "--protocol",
-    type=click.Choice(["http", "grpc"]),
+    type=PROTOCOLS,
     default="http",
     show_default=True,
     help="http is the low-overhead path (on par with perf_analyzer); grpc costs about 2-3x perf_analyzer's CPU "
     "per request (Python grpcio), which a small machine takes from the server.",
 )
 @repo_option("Where the model's config and tsrepo.json (input shapes and value ranges) are read.")
-@click.option("--concurrency", help="Closed loop: comma-separated numbers of concurrent requests, e.g. 1,4,16.")
-@click.option("--request-rate", help="Open loop: comma-separated request rates (requests/s), e.g. 100,500.")
+@click.option(
+    "--concurrency",
+    callback=usage(_levels("concurrency")),
+    help="Closed loop: comma-separated numbers of concurrent requests (1-4096), e.g. 1,4,16.",
+)
+@click.option(
+    "--request-rate",
+    callback=usage(_levels("request_rate")),
+    help="Open loop: comma-separated request rates (requests/s, up to 1e6), e.g. 100,500.",
+)
 @click.option("--poisson", is_flag=True, help="With --request-rate: Poisson arrivals instead of constant gaps.")
-@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1), help="Rows per request.")
-@click.option("--duration", type=click.FloatRange(min=0.1), help="Seconds to measure per level (else: until stable).")
+@click.option("--batch-size", default=1, show_default=True, type=click.IntRange(1, 65536), help="Rows per request.")
+@click.option("--duration", type=_seconds(0.1), help="Seconds to measure per level (else: until stable).")
 @click.option(
-    "--requests", "request_count", type=click.IntRange(1), help="Measure this many requests per level instead."
+    "--requests",
+    "request_count",
+    type=click.IntRange(1, 10**9),
+    help="Measure this many requests per level instead.",
 )
-@click.option(
-    "--warmup", default=1.0, show_default=True, type=click.FloatRange(min=0), help="Seconds of load before measuring."
-)
-@click.option(
-    "--window", default=2.0, show_default=True, type=click.FloatRange(min=0.1), help="Measurement window, seconds."
-)
+@click.option("--warmup", default=1.0, show_default=True, type=_seconds(0.0), help="Seconds of load before measuring.")
+@click.option("--window", default=2.0, show_default=True, type=_seconds(0.1), help="Measurement window, seconds.")
 @click.option(
     "--max-windows",
     default=10,
@@ -130,25 +185,22 @@ def _levels(text: str, what: str) -> list[float]:
     "--stability",
     default=10.0,
     show_default=True,
-    type=click.FloatRange(min=0),
+    type=Finite(0.0, 100.0),
     help="Stable when throughput and p95 of the last 3 windows are within this percent of their mean.",
 )
 @click.option(
     "--input-data",
-    type=click.Path(dir_okay=False, path_type=Path),
+    type=click.Path(path_type=Path),
     help="Inputs from a .npz or JSON file instead of random data drawn from the signature.",
 )
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), help="Write the results as JSON.")
+@click.option("--json", "json_path", callback=usage(output_path), help="Write the results as JSON.")
 @click.option(
-    "--csv",
-    "csv_path",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write a CSV with perf_analyzer's column names (latencies in µs).",
+    "--csv", "csv_path", callback=usage(output_path), help="Write a CSV with perf_analyzer's column names (µs)."
 )
 @click.option(
     "--plot",
     "plot_path",
-    type=click.Path(dir_okay=False, path_type=Path),
+    callback=usage(output_path),
     help="Write a PNG of throughput and p95 latency against the levels.",
 )
 def bench(
@@ -183,7 +235,7 @@ def bench(
     agree (or --duration / --requests). Reported per level: throughput, latency p50/p90/p95/p99/max/
     mean, errors by kind, and from Triton's statistics (deltas over the windows) queue and compute
     times, execution count and average batch size. Exit 1 when any request failed or the server
-    went away (partial results are still written).
+    went away (partial results are still written); 2 for usage errors, found before any load is sent.
     """
     from rich.markup import escape
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -191,16 +243,19 @@ def bench(
     from tsrepo.client import bench as bench_mod
     from tsrepo.client import report
 
-    if bool(concurrency) == bool(request_rate):
-        raise TsrepoError("command line: give exactly one of --concurrency or --request-rate")
-    if duration and request_count:
-        raise TsrepoError("command line: give --duration or --requests, not both")
-    mode = "concurrency" if concurrency else "request_rate"
-    levels = _levels(concurrency or request_rate, "--concurrency" if concurrency else "--request-rate")
-    if mode == "concurrency" and any(v != int(v) for v in levels):
-        raise TsrepoError("command line: `--concurrency`: levels must be whole numbers")
+    if (concurrency is None) == (request_rate is None):
+        raise UsageError("give exactly one of `--concurrency` or `--request-rate`")
+    if poisson and request_rate is None:
+        raise UsageError("`--poisson` shapes the arrivals of `--request-rate`; it does nothing with `--concurrency`")
+    if duration is not None and request_count is not None:
+        raise UsageError("give `--duration` or `--requests`, not both")
+    outputs = [p.resolve() for p in (json_path, csv_path, plot_path) if p]
+    if len(set(outputs)) != len(outputs):
+        raise UsageError("`--json`, `--csv` and `--plot` must name different files")
+    mode = bench_mod.Mode.CONCURRENCY if concurrency else bench_mod.Mode.REQUEST_RATE
+    levels = concurrency or request_rate
     settings = bench_mod.Settings(
-        url=url,
+        url=str(url),
         model=model,
         protocol=protocol,
         batch_size=batch_size,
@@ -221,16 +276,8 @@ def bench(
             settings, mode, levels, repo, input_data, progress=lambda m: progress.update(task, description=escape(m))
         )
     console.print(report.table(results, f"{model} @ {url} ({protocol}, batch {batch_size})"))
-    if json_path:
-        report.write_json(results, settings, json_path)
-    if csv_path:
-        with open(csv_path, "w", newline="") as fh:
-            report.write_csv(results, fh)
-    if plot_path:
-        report.plot(results, plot_path, f"{model} ({protocol}, batch {batch_size})")
-    for path in (json_path, csv_path, plot_path):
-        if path:
-            click.echo(f"wrote {path}", err=True)
+    title = f"{model} ({protocol}, batch {batch_size})"
+    _write_reports(report, results, settings, json_path, csv_path, plot_path, title)
     failed = False
     for r in results:
         if not r.stable and not r.aborted:
@@ -244,3 +291,23 @@ def bench(
             failed = True
             console.print(f"[red]stopped at {mode} {r.level:g}:[/] {escape(r.aborted)}")
     sys.exit(1 if failed else 0)
+
+
+def _write_reports(report, results, settings, json_path, csv_path, plot_path, title) -> None:
+    for option, path, write in (
+        ("--json", json_path, lambda p: report.write_json(results, settings, p)),
+        ("--csv", csv_path, lambda p: _write_csv(report, results, p)),
+        ("--plot", plot_path, lambda p: report.plot(results, p, title)),
+    ):
+        if not path:
+            continue
+        try:
+            write(path)
+        except OSError as e:
+            raise TsrepoError(f"`{option}`: could not write {path}: {e.strerror or e}") from None
+        click.echo(f"wrote {path}", err=True)
+
+
+def _write_csv(report, results, path: Path) -> None:
+    with open(path, "w", newline="") as fh:
+        report.write_csv(results, fh)

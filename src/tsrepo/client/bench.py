@@ -12,26 +12,60 @@ from __future__ import annotations
 import asyncio
 import bisect
 import dataclasses
-import json
 import math
 import time
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 
-from tsrepo.client import kserve, loadgen, modelinfo
-from tsrepo.errors import ClientError, ServerUnreachable, TsrepoError
+from tsrepo.client import inputdata, kserve, loadgen, modelinfo, transport
+from tsrepo.client.address import parse_address
+from tsrepo.errors import ClientError, UsageError
 
 STAT_KEYS = ("queue", "compute_input", "compute_infer", "compute_output")
 DEAD_AFTER_S = 2.0
+STATS_TIMEOUT_S = 5.0
+MAX_CONCURRENCY = 4096
+MAX_RATE = 1e6
+MAX_LEVELS = 64
+
+
+class Mode(StrEnum):
+    CONCURRENCY = "concurrency"  # closed loop: N requests in flight
+    REQUEST_RATE = "request_rate"  # open loop: requests per second on a schedule
+
+    @property
+    def option(self) -> str:
+        return "--concurrency" if self is Mode.CONCURRENCY else "--request-rate"
+
+
+def parse_levels(text: str, mode: Mode) -> list[float]:
+    """Comma-separated levels: finite, > 0, bounded; whole numbers for concurrency."""
+    option = mode.option
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"`{option}`: expected numbers separated by commas, e.g. 1,4,16, got {text!r}") from None
+    if not values:
+        raise UsageError(f"`{option}`: give at least one level, e.g. 1,4,16")
+    if len(values) > MAX_LEVELS:
+        raise UsageError(f"`{option}`: at most {MAX_LEVELS} levels, got {len(values)}")
+    top = MAX_CONCURRENCY if mode is Mode.CONCURRENCY else MAX_RATE
+    for v in values:
+        if not math.isfinite(v) or v <= 0 or v > top:
+            raise UsageError(f"`{option}`: levels must be finite numbers > 0 and <= {top:g}, got {v:g}")
+        if mode is Mode.CONCURRENCY and v != int(v):
+            raise UsageError(f"`{option}`: levels must be whole numbers, got {v:g}")
+    return values
 
 
 @dataclass
 class Settings:
     url: str
     model: str
-    protocol: str = "http"
+    protocol: transport.Protocol = transport.Protocol.HTTP
     batch_size: int = 1
     window: float = 2.0
     warmup: float = 1.0
@@ -59,7 +93,7 @@ class Window:
 
 @dataclass
 class LevelResult:
-    mode: str  # concurrency | request_rate
+    mode: Mode
     level: float
     batch_size: int
     windows: list[Window] = field(default_factory=list)
@@ -74,7 +108,7 @@ class LevelResult:
 
     def to_json(self) -> dict:
         return {
-            self.mode: self.level,
+            str(self.mode): self.level,
             "batch_size": self.batch_size,
             "throughput_infer_per_s": self.throughput,
             "latency_ms": self.latency_ms,
@@ -93,23 +127,16 @@ class LevelResult:
 
 
 def input_sets(s: Settings, repo: Path, input_data: Path | None) -> list[dict[str, np.ndarray]]:
-    info = modelinfo.load(repo, s.model)
+    """The request inputs, checked against the model before anything is sent (UsageError, exit 2)."""
+    info = modelinfo.load(repo, s.model, option="MODEL")
     if info.max_batch_size == 0 and s.batch_size != 1:
-        raise TsrepoError(f"{s.model}: max_batch_size is 0, so --batch-size must be 1")
+        raise UsageError(f"`--batch-size`: model {s.model!r} has max_batch_size 0, so --batch-size must be 1")
     if info.max_batch_size and s.batch_size > info.max_batch_size:
-        raise TsrepoError(f"{s.model}: --batch-size {s.batch_size} exceeds max_batch_size {info.max_batch_size}")
+        raise UsageError(
+            f"`--batch-size`: {s.batch_size} exceeds model {s.model!r}'s max_batch_size {info.max_batch_size}"
+        )
     if input_data is not None:
-        data = modelinfo.load_input_data(input_data)
-        missing = [t.name for t in info.inputs if t.name not in data]
-        if missing:
-            raise TsrepoError(f"{input_data}: no data for input(s) {missing}")
-        arrays = {}
-        for t in info.inputs:
-            arr = np.asarray(data[t.name]).astype(t.dtype.numpy)
-            if info.max_batch_size and arr.ndim == len(t.dims):
-                arr = np.repeat(arr[None], s.batch_size, axis=0)
-            arrays[t.name] = arr
-        return [arrays]
+        return [inputdata.fit(inputdata.load(input_data), info, s.batch_size, input_data)]
     rng = np.random.default_rng(s.seed)
     return [info.sample(rng, s.batch_size, "mid") for _ in range(s.input_sets)]
 
@@ -126,34 +153,16 @@ def _stat_fields(model_stats: dict) -> dict:
     return out
 
 
-async def _fetch_stats(s: Settings, grpc_stub=None) -> dict | None:
-    try:
-        if s.protocol == "grpc":
-            from google.protobuf import json_format
-            from tritonclient.grpc import service_pb2
+async def _fetch_stats(client: transport.Transport, model: str) -> dict | None:
+    """The model's statistics through the transport (in a thread, off the load loop's event loop).
 
-            resp = await asyncio.wait_for(
-                grpc_stub.ModelStatistics(service_pb2.ModelStatisticsRequest(name=s.model)), timeout=5
-            )
-            doc = json_format.MessageToDict(resp, preserving_proto_field_name=True)
-        else:
-            host, port = kserve.split_url(s.url)
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout=2)
-            try:
-                writer.write(
-                    f"GET /v2/models/{s.model}/stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-                )
-                raw = await asyncio.wait_for(reader.read(), timeout=5)
-            finally:
-                writer.close()
-            head, _, body = raw.partition(b"\r\n\r\n")
-            if not head.startswith(b"HTTP/1.1 200"):
-                return None
-            doc = json.loads(body)
-        stats = doc.get("model_stats", [])
-        return _stat_fields(stats[0]) if stats else None
-    except (OSError, asyncio.TimeoutError, ValueError, Exception):  # stats are best-effort per window
+    Best-effort per window: a failed fetch leaves that window without a server breakdown."""
+    try:
+        doc = await asyncio.to_thread(client.statistics, model)
+    except ClientError:
         return None
+    stats = doc.get("model_stats", []) if isinstance(doc, dict) else []
+    return _stat_fields(stats[0]) if stats else None
 
 
 def server_delta(before: dict | None, after: dict | None) -> dict:
@@ -235,7 +244,9 @@ def is_stable(windows: list[Window], tolerance: float) -> bool:
     return True
 
 
-async def _measure(s: Settings, target: loadgen.Target, mode: str, level: float, progress) -> LevelResult:
+async def _measure(
+    s: Settings, target: loadgen.Target, stats: transport.Transport, mode: Mode, level: float, progress
+) -> LevelResult:
     if s.duration and s.duration < 3 * s.window:
         # Three windows at least, or stability cannot be judged.
         s = dataclasses.replace(s, window=s.duration / 3)
@@ -244,19 +255,18 @@ async def _measure(s: Settings, target: loadgen.Target, mode: str, level: float,
     result = LevelResult(mode, level, s.batch_size)
     perf = time.perf_counter
     if s.requests:
-        budget = max(60.0, s.requests / max(level, 1) * 10 if mode == "request_rate" else 600.0)
+        budget = max(60.0, s.requests / max(level, 1) * 10 if mode is Mode.REQUEST_RATE else 600.0)
     else:
         n = math.ceil(s.duration / s.window) if s.duration else s.max_windows
         budget = s.warmup + n * s.window + 2 * s.window
     begin = perf()
     deadline = begin + budget  # every request loop is bounded in time
-    if mode == "concurrency":
+    if mode is Mode.CONCURRENCY:
         load = asyncio.ensure_future(loadgen.closed_loop(target, int(level), records, stop, deadline))
     else:
         load = asyncio.ensure_future(
             loadgen.open_loop(target, level, records, stop, deadline, s.poisson, s.max_outstanding, s.seed)
         )
-    grpc_stub = target.grpc.stub if target.grpc else None
 
     async def sleep_watching(until: float) -> str | None:
         while perf() < until:
@@ -274,7 +284,7 @@ async def _measure(s: Settings, target: loadgen.Target, mode: str, level: float,
         used: list[Window] = []
         if not aborted and s.requests:
             start = perf()
-            before = await _fetch_stats(s, grpc_stub)
+            before = await _fetch_stats(stats, s.model)
             base = records.successes
             while not aborted and perf() < deadline:
                 done = records.successes - base
@@ -283,18 +293,18 @@ async def _measure(s: Settings, target: loadgen.Target, mode: str, level: float,
                     break
                 aborted = await sleep_watching(perf() + 0.1)
             end = perf()
-            w = _window(records, start, end, s.batch_size, server_delta(before, await _fetch_stats(s, grpc_stub)))
+            w = _window(records, start, end, s.batch_size, server_delta(before, await _fetch_stats(stats, s.model)))
             result.windows.append(w)
             used = [w]
             result.stable = True
         elif not aborted:
             target_windows = math.ceil(s.duration / s.window) if s.duration else s.max_windows
             start = perf()
-            before = await _fetch_stats(s, grpc_stub)
+            before = await _fetch_stats(stats, s.model)
             for k in range(target_windows):
                 aborted = await sleep_watching(start + s.window)
                 end = perf()
-                after = await _fetch_stats(s, grpc_stub)
+                after = await _fetch_stats(stats, s.model)
                 w = _window(records, start, end, s.batch_size, server_delta(before, after))
                 result.windows.append(w)
                 progress(
@@ -332,37 +342,35 @@ async def _measure(s: Settings, target: loadgen.Target, mode: str, level: float,
 
 
 def _target(s: Settings, sets: list[dict[str, np.ndarray]]) -> loadgen.Target:
-    host, port = kserve.split_url(s.url)
-    if s.protocol == "grpc":
-        return loadgen.Target("grpc", host, port, [], loadgen.GrpcChannel(f"{host}:{port}", s.model, sets))
+    address = parse_address(s.url)
+    if s.protocol is transport.Protocol.GRPC:
+        return loadgen.Target("grpc", address.host, address.port, [], loadgen.GrpcChannel(str(address), s.model, sets))
     bodies = [kserve.encode_infer(arrays, None, binary_outputs=True) for arrays in sets]
-    return loadgen.Target("http", host, port, loadgen.http_requests(host, port, s.model, bodies))
+    host = f"[{address.host}]" if address.is_ipv6 else address.host
+    requests = loadgen.http_requests(host, address.port, s.model, bodies)
+    return loadgen.Target("http", address.host, address.port, requests)
 
 
-def _check_server(s: Settings) -> None:
-    if s.protocol == "http":
-        client = kserve.HttpClient(s.url, timeout=10)
-        client.wait_ready(10)
-        if client.status(f"/v2/models/{s.model}/ready") != 200:
-            raise ClientError(f"model {s.model!r} is not ready on {s.url}")
-        client.close()
-    else:
-        import tritonclient.grpc as grpcclient
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            ready = grpcclient.InferenceServerClient(s.url).is_model_ready(s.model)
-        except InferenceServerException as e:
-            raise ServerUnreachable(f"server not reachable at {s.url} (gRPC): {e.message()}") from None
-        if not ready:
-            raise ClientError(f"model {s.model!r} is not ready on {s.url}")
+def check_server(client: transport.Transport, model: str, timeout: float = 10.0) -> None:
+    client.wait_ready(timeout)
+    if not client.model_ready(model):
+        raise ClientError(f"model {model!r} is not ready on {client.url}")
 
 
 def run(
-    s: Settings, mode: str, levels: list[float], repo: Path, input_data: Path | None = None, progress=lambda _m: None
+    s: Settings,
+    mode: Mode | str,
+    levels: list[float],
+    repo: Path,
+    input_data: Path | None = None,
+    progress=lambda _m: None,
 ) -> list[LevelResult]:
-    """Measure each level in turn. Stops early (returning what was measured) when the server dies."""
-    _check_server(s)
+    """Measure each level in turn. Stops early (returning what was measured) when the server dies.
+
+    Everything the user gave is checked (UsageError) before the server is contacted."""
+    mode = Mode(mode)
+    s = dataclasses.replace(s, protocol=transport.parse_protocol(s.protocol))
+    stats = transport.connect(s.url, s.protocol, STATS_TIMEOUT_S)
     sets = input_sets(s, repo, input_data)
     results = []
 
@@ -370,7 +378,7 @@ def run(
         target = _target(s, sets)
         try:
             for level in levels:
-                r = await _measure(s, target, mode, level, progress)
+                r = await _measure(s, target, stats, mode, level, progress)
                 results.append(r)
                 if r.aborted:
                     break
@@ -378,5 +386,7 @@ def run(
             if target.grpc:
                 await target.grpc.close()
 
-    asyncio.run(main())
+    with stats:
+        check_server(stats, s.model)
+        asyncio.run(main())
     return results

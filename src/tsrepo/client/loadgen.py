@@ -15,6 +15,8 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
+from tsrepo.client import failures
+
 CONNECT_RETRY_S = 0.05
 
 
@@ -26,29 +28,29 @@ class Records:
     latencies: array = field(default_factory=lambda: array("d"))
     ok: array = field(default_factory=lambda: array("b"))
     errors: Counter = field(default_factory=Counter)
-    error_ends: array = field(default_factory=lambda: array("d"))
     successes: int = 0
     last_success: float = 0.0
     last_connection_error: float = 0.0
 
-    def add(self, end: float, latency: float, success: bool, kind: str | None = None) -> None:
+    def add(self, end: float, latency: float, failure: failures.Failure | None = None) -> None:
         self.ends.append(end)
         self.latencies.append(latency)
-        self.ok.append(1 if success else 0)
-        if success:
+        self.ok.append(0 if failure else 1)
+        if failure is None:
             self.successes += 1
             self.last_success = end
         else:
-            self.errors[kind or "error"] += 1
-            self.error_ends.append(end)
-            if kind in CONNECTION_FAILURES:
+            self.errors[failure.kind] += 1
+            if failure.unreachable:
                 self.last_connection_error = end
 
 
 class RequestFailed(Exception):
-    def __init__(self, kind: str):
-        super().__init__(kind)
-        self.kind = kind
+    """One request failed; `failure` comes from the same mapping the transport uses."""
+
+    def __init__(self, failure: failures.Failure):
+        super().__init__(failure.kind)
+        self.failure = failure
 
 
 def http_requests(host: str, port: int, model: str, bodies: list[tuple[bytes, int]]) -> list[bytes]:
@@ -75,10 +77,8 @@ class HttpConnection:
     async def open(self) -> None:
         try:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        except ConnectionRefusedError:
-            raise RequestFailed("connection refused") from None
-        except OSError:
-            raise RequestFailed("unreachable") from None
+        except OSError as e:
+            raise RequestFailed(failures.from_exception(e)) from None
 
     def close(self) -> None:
         if self.writer is not None:
@@ -100,11 +100,11 @@ class HttpConnection:
                 length = int(head[pos + 17 : end])
             if length:
                 await self.reader.readexactly(length)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError):
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError, ValueError) as e:
             self.close()
-            raise RequestFailed("connection lost") from None
+            raise RequestFailed(failures.from_exception(e)) from None
         if status != 200:
-            raise RequestFailed(f"HTTP {status}")
+            raise RequestFailed(failures.from_http_status(status))
 
 
 class GrpcChannel:
@@ -112,7 +112,7 @@ class GrpcChannel:
 
     def __init__(self, url: str, model: str, inputs_list: list[dict]):
         import grpc
-        from tritonclient.grpc import service_pb2, service_pb2_grpc
+        from tritonclient.grpc import service_pb2
 
         from tsrepo.dtypes import BY_WIRE
 
@@ -121,7 +121,6 @@ class GrpcChannel:
         self.channel = grpc.aio.insecure_channel(
             url, options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
         )
-        self.stub = service_pb2_grpc.GRPCInferenceServiceStub(self.channel)  # for statistics
         # Requests are serialised once here and responses are not parsed: the hot loop only needs the
         # status, and protobuf work per call is what costs a Python client its throughput.
         self.infer = self.channel.unary_unary(
@@ -142,12 +141,7 @@ class GrpcChannel:
         try:
             await self.infer(self.requests[index % len(self.requests)])
         except self.grpc.aio.AioRpcError as e:
-            code = e.code()
-            if code == self.grpc.StatusCode.UNAVAILABLE:
-                raise RequestFailed("connection lost") from None
-            if code == self.grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise RequestFailed("timeout") from None
-            raise RequestFailed(f"gRPC {code.name}") from None
+            raise RequestFailed(failures.from_grpc_code(e.code().name)) from None
 
     async def close(self) -> None:
         await self.channel.close()
@@ -169,19 +163,16 @@ async def _one(target: Target, conn: HttpConnection | None, index: int) -> None:
         await target.grpc.send(index)
 
 
-CONNECTION_FAILURES = ("connection refused", "connection lost", "unreachable")
-
-
 async def _send_recorded(target: Target, conn: HttpConnection | None, index: int, since: float, records: Records):
-    """Send one request and record its latency from `since`; returns the failure kind, or None."""
+    """Send one request and record its latency from `since`; returns the failure, or None."""
     try:
         await _one(target, conn, index)
     except RequestFailed as e:
         t1 = time.perf_counter()
-        records.add(t1, t1 - since, False, e.kind)
-        return e.kind
+        records.add(t1, t1 - since, e.failure)
+        return e.failure
     t1 = time.perf_counter()
-    records.add(t1, t1 - since, True)
+    records.add(t1, t1 - since)
     return None
 
 
@@ -193,7 +184,8 @@ async def closed_loop(target: Target, concurrency: int, records: Records, stop: 
         i = uid
         perf = time.perf_counter
         while not stop.is_set() and perf() < deadline:
-            if await _send_recorded(target, conn, i, perf(), records) in CONNECTION_FAILURES:
+            failure = await _send_recorded(target, conn, i, perf(), records)
+            if failure is not None and failure.unreachable:
                 await asyncio.sleep(CONNECT_RETRY_S)
             i += concurrency
         if conn:

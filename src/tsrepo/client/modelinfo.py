@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from google.protobuf import json_format, text_format
+from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tsrepo import dtypes, sampling
-from tsrepo.errors import TsrepoError
+from tsrepo.client import inputdata
+from tsrepo.errors import TsrepoError, UsageError
+from tsrepo.meta import ModelMeta
+from tsrepo.meta import load_model as load_meta
 from tsrepo.repository import CONFIG_FILE, META_FILE, MODEL_FILE, existing_versions
+from tsrepo.spec import NAME_RE
 
 
 @dataclass(frozen=True)
@@ -36,13 +39,25 @@ class ModelInfo:
     name: str
     folder: Path
     config: pb.ModelConfig
-    meta: dict
+    meta: ModelMeta | None  # None when the repository has no tsrepo.json for it
     inputs: list[TensorInfo]  # config order
     outputs: list[str]
 
     @property
     def max_batch_size(self) -> int:
         return self.config.max_batch_size
+
+    @property
+    def rtol(self) -> float:
+        return self.meta.rtol if self.meta else 1e-4
+
+    @property
+    def atol(self) -> float:
+        return self.meta.atol if self.meta else 1e-5
+
+    def recorded_sha256(self, version: int) -> str | None:
+        entry = self.meta.versions.get(version) if self.meta else None
+        return entry.sha256 if entry else None
 
     def versions(self) -> list[int]:
         return existing_versions(self.folder)
@@ -71,33 +86,57 @@ class ModelInfo:
         return arrays
 
 
-def load(repo: Path, name: str) -> ModelInfo:
-    folder = Path(repo) / name
+def check_repo(repo: Path) -> Path:
+    """The repository folder, or UsageError naming `--repo`."""
+    repo = Path(repo)
+    if not repo.exists():
+        raise UsageError(f"`--repo`: {repo}: no such folder; give the model repository `tsrepo build` wrote")
+    if not repo.is_dir():
+        raise UsageError(f"`--repo`: {repo} is a file; give the model repository folder")
+    return repo
+
+
+def check_model_name(name: str, option: str) -> str:
+    """A model name that stays inside the repository (the same rule build applies)."""
+    if not NAME_RE.match(name) or name in (".", ".."):
+        raise UsageError(
+            f"`{option}`: {name!r} is not a model name: use letters, digits, '_', '.' and '-'"
+            " (no path separators, no '..')"
+        )
+    return name
+
+
+def read_config(cfg_path: Path) -> pb.ModelConfig:
+    try:
+        return text_format.Parse(cfg_path.read_text(encoding="utf-8"), pb.ModelConfig())
+    except (text_format.ParseError, UnicodeDecodeError) as e:
+        raise TsrepoError(f"{cfg_path}: not a model config Triton can read ({e}); build the model again") from None
+    except OSError as e:
+        raise TsrepoError(f"{cfg_path}: cannot be read ({e.strerror or e})") from None
+
+
+def load(repo: Path, name: str, option: str = "--model") -> ModelInfo:
+    repo = check_repo(repo)
+    check_model_name(name, option)
+    folder = repo / name
     cfg_path = folder / CONFIG_FILE
     if not cfg_path.is_file():
-        raise TsrepoError(f"{cfg_path}: not found; is {name!r} in the repository {repo}? (--repo)")
-    try:
-        cfg = text_format.Parse(cfg_path.read_text(), pb.ModelConfig())
-    except text_format.ParseError as e:
-        raise TsrepoError(f"{cfg_path}: Triton's schema rejects it: {e}") from None
+        raise UsageError(f"`{option}`: {cfg_path}: not found; is {name!r} in the repository {repo}? (--repo)")
+    cfg = read_config(cfg_path)
+    record = load_meta(folder)
     meta_path = folder / META_FILE
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    by_name = {t["name"]: t for t in meta.get("inputs", [])}
     inputs = []
     for i, inp in enumerate(cfg.input):
-        m = by_name.get(inp.name)
+        m = record.input(inp.name) if record else None
         dtype = dtypes.BY_TRITON.get(pb.DataType.Name(inp.data_type))
         if dtype is None or dtype is dtypes.STRING:
             raise TsrepoError(f"{cfg_path}: input {inp.name!r} has a type tsrepo cannot generate")
         reshape = tuple(inp.reshape.shape) if inp.HasField("reshape") else None
         if m is not None and reshape is not None:
             dims = tuple(inp.dims)  # what clients send; tsrepo.json holds the reshaped (model) shape
-            rng = tuple(m["range"]) if m.get("range") else None
-            arg = m.get("argument", i)
+            rng, arg = m.range, m.argument
         elif m is not None:
-            dims = tuple(d if isinstance(d, int) else (d[0], d[1]) for d in m["shape"])
-            rng = tuple(m["range"]) if m.get("range") else None
-            arg = m.get("argument", i)
+            dims, rng, arg = m.shape, m.range, m.argument
         else:
             if any(d == -1 for d in inp.dims):
                 raise TsrepoError(
@@ -106,36 +145,16 @@ def load(repo: Path, name: str) -> ModelInfo:
                 )
             dims, rng, arg = tuple(inp.dims), None, i
         inputs.append(TensorInfo(inp.name, dtype, dims, rng, arg, reshape))
-    return ModelInfo(name, folder, cfg, meta, inputs, [o.name for o in cfg.output])
-
-
-def config_dict(cfg: pb.ModelConfig) -> dict:
-    return json_format.MessageToDict(cfg, preserving_proto_field_name=True)
+    return ModelInfo(name, folder, cfg, record, inputs, [o.name for o in cfg.output])
 
 
 def list_models(repo: Path) -> list[str]:
-    repo = Path(repo)
-    if not repo.is_dir():
-        raise TsrepoError(f"{repo}: no such model repository (--repo)")
-    return sorted(p.name for p in repo.iterdir() if (p / CONFIG_FILE).is_file())
+    repo = check_repo(repo)
+    names = sorted(p.name for p in repo.iterdir() if (p / CONFIG_FILE).is_file())
+    if not names:
+        raise UsageError(f"`--repo`: {repo} holds no models (no <model>/{CONFIG_FILE}); build one with `tsrepo build`")
+    return names
 
 
-def load_input_data(path: Path) -> dict[str, np.ndarray]:
-    """--input-data: a .npz of arrays, or JSON {name: nested list} / {name: {"data", "dtype"}}."""
-    path = Path(path)
-    if not path.is_file():
-        raise TsrepoError(f"{path}: --input-data file not found")
-    if path.suffix == ".npz":
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    try:
-        doc = json.loads(path.read_text())
-    except ValueError as e:
-        raise TsrepoError(f"{path}: not valid JSON ({e})") from None
-    out = {}
-    for name, value in doc.items():
-        if isinstance(value, dict):
-            out[name] = np.array(value["data"], dtype=value.get("dtype"))
-        else:
-            out[name] = np.array(value)
-    return out
+# --input-data lives in inputdata.py; kept here under its old name for callers.
+load_input_data = inputdata.load

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TextIO
 
-from tsrepo.client.bench import LevelResult
+from tsrepo.client.bench import LevelResult, Mode
 
 # perf_analyzer's CSV names where one exists (latencies in microseconds), then tsrepo's extras.
 CSV_COLUMNS = [
@@ -30,7 +30,7 @@ CSV_COLUMNS = [
 
 
 def first_column(results: list[LevelResult]) -> str:
-    return "Concurrency" if not results or results[0].mode == "concurrency" else "Request Rate"
+    return "Concurrency" if not results or results[0].mode is Mode.CONCURRENCY else "Request Rate"
 
 
 def csv_rows(results: list[LevelResult]) -> list[dict]:
@@ -123,7 +123,7 @@ def plot(results: list[LevelResult], path: Path, title: str) -> None:
     fig, ax1 = plt.subplots(figsize=(7, 4.2), dpi=110)
     ax1.plot(xs, [r.throughput for r in results], "o-", color="tab:blue", label="throughput")
     ax1.set_xlabel(
-        first_column(results).lower() + (" (requests/s)" if results and results[0].mode != "concurrency" else "")
+        first_column(results).lower() + (" (requests/s)" if results and results[0].mode is not Mode.CONCURRENCY else "")
     )
     ax1.set_ylabel("throughput (infer/s)", color="tab:blue")
     ax1.set_ylim(bottom=0)
@@ -131,7 +131,7 @@ def plot(results: list[LevelResult], path: Path, title: str) -> None:
     ax2.plot(xs, [r.latency_ms.get("p95", float("nan")) for r in results], "s--", color="tab:red", label="p95 latency")
     ax2.set_ylabel("p95 latency (ms)", color="tab:red")
     ax2.set_ylim(bottom=0)
-    if len(xs) > 2 and results[0].mode == "concurrency" and max(xs) / max(min(xs), 1) >= 8:
+    if len(xs) > 2 and results[0].mode is Mode.CONCURRENCY and max(xs) / max(min(xs), 1) >= 8:
         ax1.set_xscale("log", base=2)
     ax1.set_xticks(xs)
     ax1.set_xticklabels([f"{x:g}" for x in xs])

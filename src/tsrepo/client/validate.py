@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tsrepo.client import kserve, modelinfo
-from tsrepo.errors import ClientError, ServerRefused, ServerTimeout, ServerUnreachable, TsrepoError
+from tsrepo import compare
+from tsrepo.client import modelinfo, transport
+from tsrepo.errors import ClientError, ServerRefused, ServerTimeout, ServerUnreachable
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    FAIL = "fail"  # served answers or config differ from the repository's
+    NOT_READY = "not ready"
+    ERROR = "error"  # the server could not answer for this model
 
 
 @dataclass
@@ -20,119 +29,34 @@ class OutputResult:
     max_abs: float = 0.0
     max_rel: float = 0.0
     ok: bool = True
+    nonfinite: int = 0  # NaN/inf values in the local answer, most in any one sample
 
 
 @dataclass
 class ModelResult:
     name: str
     version: int | None = None
-    status: str = "pass"  # pass | fail | not ready | error
+    status: Status = Status.PASS
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     outputs: dict[str, OutputResult] = field(default_factory=dict)
     samples: int = 0
 
-    def fail(self, message: str, status: str = "fail") -> None:
+    def fail(self, message: str, status: Status = Status.FAIL) -> None:
         self.problems.append(message)
-        if self.status == "pass" or status in ("not ready", "error"):
+        if self.status == Status.PASS or status in (Status.NOT_READY, Status.ERROR):
             self.status = status
 
     def to_json(self) -> dict:
         return {
             "model": self.name,
             "version": self.version,
-            "status": self.status,
+            "status": str(self.status),
             "problems": self.problems,
             "notes": self.notes,
             "samples": self.samples,
             "outputs": {k: vars(v) for k, v in self.outputs.items()},
         }
-
-
-class Transport:
-    """HTTP or gRPC, with the same three kinds of failure."""
-
-    def __init__(self, url: str, protocol: str, timeout: float):
-        self.protocol = protocol
-        self.url = url
-        self.http = kserve.HttpClient(url, timeout) if protocol == "http" else None
-        if protocol == "grpc":
-            import tritonclient.grpc as grpcclient
-
-            self.grpc = grpcclient.InferenceServerClient(url)
-            self.timeout = timeout
-
-    def _grpc(self, fn, *args, **kwargs):
-        from tritonclient.utils import InferenceServerException
-
-        try:
-            return fn(*args, **kwargs)
-        except InferenceServerException as e:
-            status = str(e.status() or "")
-            if "UNAVAILABLE" in status:
-                raise ServerUnreachable(f"server not reachable at {self.url} (gRPC): {e.message()}") from None
-            if "DEADLINE_EXCEEDED" in status:
-                raise ServerTimeout(f"{self.url} (gRPC): no answer in time") from None
-            raise ServerRefused(f"{self.url} (gRPC): {e.message()}") from None
-
-    def wait_ready(self, timeout: float) -> None:
-        if self.http:
-            return self.http.wait_ready(timeout)
-        import time
-
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if self._grpc(self.grpc.is_server_ready, client_timeout=2):
-                    return
-            except ServerUnreachable:
-                if time.monotonic() > deadline:
-                    raise
-            if time.monotonic() > deadline:
-                raise ServerTimeout(f"server at {self.url} not ready after {timeout:g} s")
-            time.sleep(0.25)
-
-    def model_ready(self, model: str, version: int) -> bool:
-        if self.http:
-            return self.http.status(f"/v2/models/{model}/versions/{version}/ready") == 200
-        return self._grpc(self.grpc.is_model_ready, model, str(version))
-
-    def metadata(self, model: str) -> dict:
-        if self.http:
-            return self.http.get_json(f"/v2/models/{model}")
-        return self._grpc(self.grpc.get_model_metadata, model, as_json=True)
-
-    def config(self, model: str) -> pb.ModelConfig:
-        if self.http:
-            data = self.http.get_json(f"/v2/models/{model}/config")
-        else:
-            data = self._grpc(self.grpc.get_model_config, model, as_json=True)["config"]
-        return json_format.ParseDict(data, pb.ModelConfig(), ignore_unknown_fields=True)
-
-    def infer(self, model: str, version: int, inputs: dict[str, np.ndarray], outputs: list[str]) -> dict:
-        if self.http:
-            body, hlen = kserve.encode_infer(inputs, outputs)
-            headers = {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(hlen)}
-            resp, data = self.http._request("POST", f"/v2/models/{model}/versions/{version}/infer", body, headers)
-            if resp.status != 200:
-                raise ServerRefused(f"{model}: HTTP {resp.status}: {kserve._error_text(data)}")
-            hl = resp.getheader("Inference-Header-Content-Length")
-            return kserve.decode_infer(data, int(hl) if hl else None)
-        import tritonclient.grpc as grpcclient
-
-        from tsrepo.dtypes import BY_WIRE
-
-        wires = {d.numpy: d.wire for d in BY_WIRE.values()}
-        ins = []
-        for name, arr in inputs.items():
-            i = grpcclient.InferInput(name, list(arr.shape), wires[str(arr.dtype)])
-            i.set_data_from_numpy(arr)
-            ins.append(i)
-        outs = [grpcclient.InferRequestedOutput(o) for o in outputs]
-        result = self._grpc(
-            self.grpc.infer, model, ins, model_version=str(version), outputs=outs, client_timeout=self.timeout
-        )
-        return {o: result.as_numpy(o) for o in outputs}
 
 
 def compare_config(info: modelinfo.ModelInfo, served: pb.ModelConfig, metadata: dict, result: ModelResult) -> None:
@@ -195,7 +119,8 @@ def compare_config(info: modelinfo.ModelInfo, served: pb.ModelConfig, metadata: 
             result.fail(f"metadata for input {t.name} is {m}, expected shape {expected_shape}")
 
 
-def _compare_outputs(result: ModelResult, expected: dict, served: dict, rtol: float, atol: float, context: str) -> None:
+def compare_outputs(result: ModelResult, expected: dict, served: dict, rtol: float, atol: float, context: str) -> None:
+    """One sample's outputs, through the comparison build uses (same tolerances, same NaN rule)."""
     for name, exp in expected.items():
         out = result.outputs.setdefault(name, OutputResult(name))
         got = served.get(name)
@@ -203,62 +128,63 @@ def _compare_outputs(result: ModelResult, expected: dict, served: dict, rtol: fl
             out.ok = False
             result.fail(f"output {name} missing from the server's answer")
             continue
-        if exp.dtype == np.object_:
-            same = list(exp.ravel()) == list(got.ravel())
-            if not same:
-                out.ok = False
-                result.fail(f"output {name} differs ({context})")
+        diff = compare.compare_output(name, exp, got, rtol, atol)
+        out.nonfinite = max(out.nonfinite, diff.nonfinite)
+        if diff.ok:
+            out.max_abs, out.max_rel = max(out.max_abs, diff.max_abs), max(out.max_rel, diff.max_rel)
             continue
-        if got.shape != exp.shape:
-            out.ok = False
-            result.fail(
-                f"output {name}: shape {list(got.shape)} from the server, {list(exp.shape)} locally ({context})"
-            )
-            continue
-        e64, g64 = exp.astype(np.float64), got.astype(np.float64)
-        diff = np.abs(e64 - g64)
-        abs_err = float(diff.max()) if diff.size else 0.0
-        rel_err = float((diff / np.maximum(np.abs(e64), 1e-12)).max()) if diff.size else 0.0
-        out.max_abs, out.max_rel = max(out.max_abs, abs_err), max(out.max_rel, rel_err)
-        if not bool(np.all(diff <= atol + rtol * np.abs(e64))):
-            if out.ok:
-                result.fail(
-                    f"output {name} differs ({context}): max abs error {abs_err:.3g}, max rel error {rel_err:.3g}"
-                    f" (rtol={rtol:g}, atol={atol:g})"
-                )
-            out.ok = False
+        if out.ok:
+            result.fail(f"output {name} differs ({context}): {diff.reason}")
+        out.ok = False
+        if diff.max_abs != float("inf"):
+            out.max_abs, out.max_rel = max(out.max_abs, diff.max_abs), max(out.max_rel, diff.max_rel)
+
+
+def _nonfinite_note(result: ModelResult) -> str | None:
+    parts = ", ".join(f"{o.name} ({o.nonfinite} values in one sample)" for o in result.outputs.values() if o.nonfinite)
+    if not parts:
+        return None
+    return (
+        f"version {result.version}: the outputs hold NaN or inf: {parts}; they match the local answers"
+        " (NaN equals NaN), so a broken model can pass. Check the model's weights and the inputs' value ranges"
+    )
 
 
 def validate_model(
-    transport: Transport, repo: Path, name: str, samples: int, rtol: float | None, atol: float | None, seed: int = 0
+    client: transport.Transport,
+    info: modelinfo.ModelInfo,
+    samples: int,
+    rtol: float | None,
+    atol: float | None,
+    seed: int = 0,
 ) -> ModelResult:
     import torch
 
+    name = info.name
     result = ModelResult(name)
-    info = modelinfo.load(repo, name)
-    tol = info.meta.get("tolerance", {})
-    rtol = rtol if rtol is not None else max(tol.get("rtol", 1e-4), 1e-5)
-    atol = atol if atol is not None else max(tol.get("atol", 1e-5), 1e-6)
+    rtol = rtol if rtol is not None else max(info.rtol, 1e-5)
+    atol = atol if atol is not None else max(info.atol, 1e-6)
     try:
-        metadata = transport.metadata(name)
+        metadata = client.metadata(name)
     except ServerRefused as e:
-        result.fail(f"not served: {e}", "not ready")
+        result.fail(f"not served: {e}", Status.NOT_READY)
         return result
     served_versions = {int(v) for v in metadata.get("versions", [])}
     local_versions = [v for v in info.versions() if v in served_versions]
     if not local_versions:
         result.fail(
-            f"the server serves versions {sorted(served_versions)}, the repository has {info.versions()}", "error"
+            f"the server serves versions {sorted(served_versions)}, the repository has {info.versions()}", Status.ERROR
         )
         return result
     version = result.version = local_versions[-1]
-    if not transport.model_ready(name, version):
-        result.fail(f"version {version} is not ready on the server", "not ready")
+    if not client.model_ready(name, version):
+        result.fail(f"version {version} is not ready on the server", Status.NOT_READY)
         return result
-    compare_config(info, transport.config(name), metadata, result)
+    served_config = json_format.ParseDict(client.config(name), pb.ModelConfig(), ignore_unknown_fields=True)
+    compare_config(info, served_config, metadata, result)
 
     path = info.model_path(version)
-    recorded = info.meta.get("versions", {}).get(str(version), {}).get("sha256")
+    recorded = info.recorded_sha256(version)
     if recorded and hashlib.sha256(path.read_bytes()).hexdigest() != recorded:
         result.notes.append(f"{path} differs from the file tsrepo build wrote (sha256)")
     module = torch.jit.load(str(path), map_location="cpu").eval()
@@ -282,12 +208,15 @@ def validate_model(
             expected[oname] = arr
         context = f"sample {k + 1}, batch {batch}, shapes {[list(a.shape) for a in arrays.values()]}"
         try:
-            served = transport.infer(name, version, arrays, info.outputs)
+            served = client.infer(name, version, arrays, info.outputs)
         except ServerRefused as e:
-            result.fail(f"inference failed ({context}): {e}", "error")
+            result.fail(f"inference failed ({context}): {e}", Status.ERROR)
             continue
-        _compare_outputs(result, expected, served, rtol, atol, context)
+        compare_outputs(result, expected, served, rtol, atol, context)
         result.samples += 1
+    note = _nonfinite_note(result)
+    if note:
+        result.notes.append(note)
     return result
 
 
@@ -296,33 +225,37 @@ def validate(
     repo: Path,
     models: list[str] | None = None,
     *,
-    protocol: str = "http",
+    protocol: str | transport.Protocol = transport.Protocol.HTTP,
     samples: int = 4,
     rtol: float | None = None,
     atol: float | None = None,
     timeout: float = 60.0,
     progress=lambda _m: None,
 ) -> list[ModelResult]:
-    """Validate every model (or the named ones). Raises ClientError when the server cannot be used."""
+    """Validate every model (or the named ones).
+
+    Raises UsageError/TsrepoError (exit 2) for a bad address or repository before anything is sent,
+    and ClientError (exit 1) when the server cannot be used.
+    """
+    client = transport.connect(url, protocol, timeout)  # the address is checked before the repository is read
     names = models or modelinfo.list_models(repo)
-    if not names:
-        raise TsrepoError(f"{repo}: no models to validate")
-    transport = Transport(url, protocol, timeout)
-    progress(f"waiting for {url} to be ready")
-    try:
-        transport.wait_ready(timeout)
-    except ServerTimeout:
-        # Not ready overall (a model failed to load, say): go on and report per model.
-        pass
-    results = []
-    for name in names:
-        progress(f"validating {name}")
+    infos = [modelinfo.load(repo, name) for name in names]
+    with client:
+        progress(f"waiting for {client.url} to be ready")
         try:
-            results.append(validate_model(transport, repo, name, samples, rtol, atol))
-        except (ServerUnreachable, ServerTimeout):
-            raise
-        except ClientError as e:
-            r = ModelResult(name)
-            r.fail(str(e), "error")
-            results.append(r)
+            client.wait_ready(timeout)
+        except ServerTimeout:
+            # Not ready overall (a model failed to load, say): go on and report per model.
+            pass
+        results = []
+        for info in infos:
+            progress(f"validating {info.name}")
+            try:
+                results.append(validate_model(client, info, samples, rtol, atol))
+            except (ServerUnreachable, ServerTimeout):
+                raise
+            except ClientError as e:
+                r = ModelResult(info.name)
+                r.fail(str(e), Status.ERROR)
+                results.append(r)
     return results
