@@ -9,6 +9,8 @@ import click
 
 from tsrepo.cli import _console, main, repo_option
 
+PORT = click.IntRange(1, 65535)
+
 
 @main.command()
 @repo_option("The model repository to serve (never written to).")
@@ -20,16 +22,18 @@ from tsrepo.cli import _console, main, repo_option
     help="local: the tritonserver from the nvidia-pytriton wheel (no Docker, no GPU needed); "
     "docker: the official container through docker compose.",
 )
-@click.option("--http-port", default=8000, show_default=True, type=int)
-@click.option("--grpc-port", default=8001, show_default=True, type=int)
-@click.option("--metrics-port", default=8002, show_default=True, type=int)
+@click.option("--http-port", default=8000, show_default=True, type=PORT)
+@click.option("--grpc-port", default=8001, show_default=True, type=PORT)
+@click.option("--metrics-port", default=8002, show_default=True, type=PORT)
 @click.option(
     "--exit-on-error/--no-exit-on-error",
     default=True,
     show_default=True,
     help="Stop when any model fails to load, or serve the others.",
 )
-@click.option("--timeout", default=180.0, show_default=True, type=float, help="Seconds to wait for readiness.")
+@click.option(
+    "--timeout", default=180.0, show_default=True, type=float, help="Seconds to wait for readiness (finite, > 0)."
+)
 @click.option(
     "--compose",
     "compose_file",
@@ -100,12 +104,14 @@ def compose_cmd(repo, compose_file):
     and file format recorded in tsrepo.json), writes it as the compose file's default image, and
     writes REPO.cpu, a KIND_CPU copy (hard links) for the `triton-cpu` service.
     """
+    from rich.markup import escape
+
     from tsrepo.serve import compose
 
     prepared = compose.prepare(repo, compose_file)
     console = _console()
-    if prepared.choice.warning:
-        console.print(f"[yellow]warning:[/] {prepared.choice.warning}")
+    for w in prepared.warnings:
+        console.print(f"[yellow]warning:[/] {escape(w)}")
     click.echo(f"image   {prepared.choice.image} (PyTorch {prepared.choice.container_torch})")
     click.echo(f"compose {prepared.compose_file}")
     click.echo(f"cpu     {prepared.cpu_repo}")

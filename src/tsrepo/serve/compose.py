@@ -1,28 +1,39 @@
 """The docker engine: the official container through docker compose, and the files it needs.
 
-`prepare` picks the image tag from the exported archives, writes it into the compose file as the
-default, and writes the KIND_CPU copy of the repository that the CPU service mounts.
+`plan` reads and checks everything first (the compose file, every config.pbtxt with Triton's
+schema, every tsrepo.json) and picks the image tag; `apply` then writes the KIND_CPU copy of the
+repository that the CPU service mounts and the compose file's default image, each staged beside its
+target and renamed into place. A failure at any point leaves both as they were.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from tsrepo import meta
 from tsrepo.errors import ServeError
-from tsrepo.repository import META_FILE
-from tsrepo.serve import containers
+from tsrepo.serve import containers, shadow
 
 IMAGE_DEFAULT_RE = re.compile(r"(\$\{TRITON_IMAGE:-)([^}]+)(\})")
+
+
+@dataclass
+class Plan:
+    choice: containers.Choice
+    compose_file: Path
+    compose_text: str  # the compose file with the chosen image as its default
+    cpu_repo: Path
+    models: list[tuple[Path, pb.ModelConfig]]
+    warnings: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -30,84 +41,170 @@ class Prepared:
     choice: containers.Choice
     compose_file: Path
     cpu_repo: Path
+    warnings: list[str] = field(default_factory=list)
 
 
-def exported_torch(repo: Path) -> tuple[str, int | None]:
-    """The newest torch version, and highest file format, recorded in the repository's tsrepo.json files."""
+def exported_torch(model_dirs: list[Path]) -> tuple[str | None, int | None, list[str]]:
+    """The newest exporting torch and highest file format recorded in the models' tsrepo.json files,
+    and the models that record none."""
     versions: list[tuple[tuple[int, int], str]] = []
     formats: list[int] = []
-    for meta in sorted(Path(repo).glob(f"*/{META_FILE}")):
-        try:
-            doc = json.loads(meta.read_text())
-        except ValueError:
-            raise ServeError(f"{meta}: not valid JSON; rebuild the model with `tsrepo build --force`") from None
-        for entry in doc.get("versions", {}).values():
-            if entry.get("torch"):
-                versions.append((containers._minor(entry["torch"]), entry["torch"]))
-            if entry.get("file_format_version") is not None:
-                formats.append(int(entry["file_format_version"]))
-    if not versions:
-        raise ServeError(f"{repo}: no tsrepo.json with an exporting torch version; build it with `tsrepo build`")
-    return max(versions)[1], (max(formats) if formats else None)
+    unknown: list[str] = []
+    for model_dir in model_dirs:
+        record = meta.load_model(model_dir)
+        if record is None or not record.versions:
+            unknown.append(model_dir.name)
+            continue
+        for entry in record.versions.values():
+            versions.append((entry.torch_minor(), entry.torch))
+            if entry.file_format_version is not None:
+                formats.append(entry.file_format_version)
+    return (max(versions)[1] if versions else None), (max(formats) if formats else None), unknown
 
 
-def write_image_default(compose_file: Path, image: str) -> bool:
-    text = compose_file.read_text()
-    new, count = IMAGE_DEFAULT_RE.subn(lambda m: f"{m.group(1)}{image}{m.group(3)}", text)
-    if count == 0:
-        raise ServeError(f"{compose_file}: no `${{TRITON_IMAGE:-...}}` image line to update")
-    if new != text:
-        tmp = compose_file.with_name(f".{compose_file.name}.tmp")
-        tmp.write_text(new)
-        os.replace(tmp, compose_file)
-        return True
-    return False
+def read_compose_file(compose_file: Path) -> str:
+    if not compose_file.exists():
+        raise ServeError(f"{compose_file}: compose file not found (--compose)")
+    if not compose_file.is_file():
+        raise ServeError(f"{compose_file}: not a file; --compose takes a docker compose file")
+    try:
+        text = compose_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ServeError(f"{compose_file}: cannot be read as UTF-8 text ({e}) (--compose)") from None
+    if not IMAGE_DEFAULT_RE.search(text):
+        raise ServeError(
+            f"{compose_file}: no `image: ${{TRITON_IMAGE:-...}}` line for tsrepo to set the image in (--compose);"
+            " start from docker/docker-compose.yml"
+        )
+    return text
 
 
-def write_cpu_repository(repo: Path, dest: Path) -> None:
-    """A copy of `repo` with KIND_GPU groups turned into KIND_CPU; model files hard-linked."""
-    repo, dest = Path(repo).resolve(), Path(dest).resolve()
+def check_writable(compose_file: Path) -> None:
+    # The new file is renamed over the old one, which needs the folder writable as well.
+    target = compose_file.resolve()
+    if not (os.access(target, os.W_OK) and os.access(target.parent, os.W_OK)):
+        raise ServeError(f"{compose_file}: not writable (--compose); tsrepo sets the default image in it")
+
+
+def with_image_default(text: str, image: str) -> str:
+    return IMAGE_DEFAULT_RE.sub(lambda m: f"{m.group(1)}{image}{m.group(3)}", text)
+
+
+def cpu_repository_path(repo: Path) -> Path:
+    resolved = Path(repo).resolve()
+    return resolved.with_name(resolved.name + ".cpu")
+
+
+def plan(repo: Path, compose_file: Path) -> Plan:
+    """Everything `apply` will write, checked; nothing is written here."""
+    compose_file = Path(compose_file)
+    text = read_compose_file(compose_file)
+    models = [(model_dir, shadow.read_model(model_dir)[0]) for model_dir in shadow.model_dirs(repo)]
+    torch_version, file_format, unknown = exported_torch([d for d, _ in models])
+    if torch_version is None:
+        raise ServeError(
+            f"{repo}: no model has a tsrepo.json with the torch version that exported it, so no container"
+            " can be chosen; build the repository with `tsrepo build`"
+        )
+    choice = containers.choose(torch_version, file_format)
+    warnings = [choice.warning] if choice.warning else []
+    if unknown:
+        warnings.append(
+            f"{', '.join(unknown)}: no tsrepo.json records the torch that exported "
+            f"{'it' if len(unknown) == 1 else 'them'}, so the choice of {choice.image} does not cover"
+            f" {'it' if len(unknown) == 1 else 'them'}; rebuild with `tsrepo build` to record it"
+        )
+    new_text = with_image_default(text, choice.image)
+    if new_text != text:
+        check_writable(compose_file)
+    cpu_repo = cpu_repository_path(repo)
+    if cpu_repo.exists() and not cpu_repo.is_dir():
+        raise ServeError(f"{cpu_repo}: not a folder; tsrepo writes the KIND_CPU copy of {repo} there: move it away")
+    if not os.access(cpu_repo.parent, os.W_OK):
+        raise ServeError(f"{cpu_repo.parent}: not writable; tsrepo writes the KIND_CPU copy {cpu_repo.name} there")
+    return Plan(choice, compose_file, new_text, cpu_repo, models, warnings)
+
+
+def cpu_config(cfg: pb.ModelConfig) -> pb.ModelConfig:
+    cpu = pb.ModelConfig()
+    cpu.CopyFrom(cfg)
+    for g in cpu.instance_group:
+        if g.kind == pb.ModelInstanceGroup.KIND_GPU:
+            g.kind = pb.ModelInstanceGroup.KIND_CPU
+            del g.gpus[:]
+    return cpu
+
+
+def _stage_cpu_repository(models: list[tuple[Path, pb.ModelConfig]], dest: Path) -> Path:
+    """The KIND_CPU copy in a temp folder beside `dest`; model files hard-linked where possible."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        for model_dir in sorted(p for p in repo.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            for src in model_dir.rglob("*"):
-                rel = src.relative_to(repo)
-                if src.is_dir():
-                    (tmp / rel).mkdir(parents=True, exist_ok=True)
-                    continue
-                (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
-                if src.name == "config.pbtxt":
-                    cfg = text_format.Parse(src.read_text(), pb.ModelConfig())
-                    for g in cfg.instance_group:
-                        if g.kind == pb.ModelInstanceGroup.KIND_GPU:
-                            g.kind = pb.ModelInstanceGroup.KIND_CPU
-                            del g.gpus[:]
-                    (tmp / rel).write_text(text_format.MessageToString(cfg))
-                else:
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide it from a container running as another user
+        for model_dir, cfg in models:
+            out = tmp / model_dir.name
+            out.mkdir()
+            (out / "config.pbtxt").write_text(text_format.MessageToString(cpu_config(cfg)))
+            # followlinks: a symlinked version folder must be copied, not left empty; the container
+            # cannot follow links that point outside the mounted folder anyway.
+            for root, _dirs, files in os.walk(model_dir, followlinks=True):
+                rel = Path(root).relative_to(model_dir)
+                (out / rel).mkdir(exist_ok=True)
+                for name in files:
+                    src = Path(root) / name
+                    if (rel == Path(".") and name == "config.pbtxt") or not src.exists():
+                        continue
                     try:
-                        os.link(src, tmp / rel)
+                        os.link(src, out / rel / name)
                     except OSError:
-                        shutil.copy2(src, tmp / rel)
-        old = None
-        if dest.exists():
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        if old:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
+                        shutil.copy2(src, out / rel / name)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def _swap_in(staged: Path, dest: Path) -> None:
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.rename(dest, old)
+    try:
+        os.rename(staged, dest)
+    except OSError:
+        if old is not None:
+            os.rename(old, dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def apply(planned: Plan) -> Prepared:
+    """Write the KIND_CPU copy, then the compose file; each staged first and renamed into place."""
+    target = planned.compose_file.resolve()  # a symlinked compose file is updated through its link
+    staged = tmp_compose = None
+    try:
+        staged = _stage_cpu_repository(planned.models, planned.cpu_repo)
+        if planned.compose_text != target.read_text(encoding="utf-8"):
+            tmp_compose = target.with_name(f".{target.name}.tsrepo-{os.getpid()}.tmp")
+            tmp_compose.write_text(planned.compose_text, encoding="utf-8")
+            shutil.copymode(target, tmp_compose)
+        _swap_in(staged, planned.cpu_repo)
+        staged = None
+        if tmp_compose is not None:
+            os.replace(tmp_compose, target)
+            tmp_compose = None
+    except OSError as e:
+        raise ServeError(f"cannot write {planned.cpu_repo} (KIND_CPU copy) or {planned.compose_file}: {e}") from None
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+        if tmp_compose is not None:
+            tmp_compose.unlink(missing_ok=True)
+    return Prepared(planned.choice, planned.compose_file, planned.cpu_repo, planned.warnings)
 
 
 def prepare(repo: Path, compose_file: Path) -> Prepared:
-    torch_version, file_format = exported_torch(repo)
-    choice = containers.choose(torch_version, file_format)
-    if not compose_file.is_file():
-        raise ServeError(f"{compose_file}: compose file not found (pass --compose)")
-    write_image_default(compose_file, choice.image)
-    cpu_repo = Path(repo).resolve().with_name(Path(repo).resolve().name + ".cpu")
-    write_cpu_repository(repo, cpu_repo)
-    return Prepared(choice, compose_file, cpu_repo)
+    return apply(plan(repo, compose_file))
 
 
 def compose_command() -> list[str]:

@@ -9,8 +9,9 @@ releases whose version could be read there are listed; add newer ones as they ar
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
+
+from tsrepo.meta import TORCH_VERSION_RE
 
 IMAGE = "nvcr.io/nvidia/tritonserver"
 
@@ -34,8 +35,9 @@ RELEASES: tuple[tuple[str, str], ...] = (
 MAX_READABLE_FILE_FORMAT = 0xA
 
 
-def _minor(version: str) -> tuple[int, int]:
-    m = re.match(r"(\d+)\.(\d+)", version)
+def torch_minor(version: str) -> tuple[int, int]:
+    """(major, minor) of a torch version string; tsrepo.json's loader refuses any other string first."""
+    m = TORCH_VERSION_RE.match(version)
     if not m:
         raise ValueError(f"not a torch version: {version!r}")
     return int(m.group(1)), int(m.group(2))
@@ -52,9 +54,9 @@ class Choice:
 def choose(exporting_torch: str, file_format: int | None = None) -> Choice:
     """The oldest release whose PyTorch is at least the exporting one's (older releases need older
     drivers: 25.x needs CUDA 12.8+/13 drivers), else the newest known release with a warning."""
-    wanted = _minor(exporting_torch)
+    wanted = torch_minor(exporting_torch)
     for release, torch_version in RELEASES:
-        if _minor(torch_version) >= wanted:
+        if torch_minor(torch_version) >= wanted:
             warning = None
             if file_format is not None and file_format > MAX_READABLE_FILE_FORMAT:
                 warning = f"the archives use TorchScript file format {file_format}, newer than libtorch reads"
@@ -65,6 +67,6 @@ def choose(exporting_torch: str, file_format: int | None = None) -> Choice:
         f" {torch_version} in the newest known Triton container ({release}); their archives use"
         f" TorchScript file format {file_format if file_format is not None else '?'}, which it reads,"
         " but operators added after its PyTorch would fail to load. Export with torch <="
-        f" {'.'.join(map(str, _minor(torch_version)))} for production, or check with `docker compose up`"
+        f" {'.'.join(map(str, torch_minor(torch_version)))} for production, or check with `docker compose up`"
     )
     return Choice(release, torch_version, f"{IMAGE}:{release}-py3", warning)

@@ -6,7 +6,6 @@ so models run through a shadow repository (see shadow.py). Everything else is th
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -15,13 +14,11 @@ import sys
 import sysconfig
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tsrepo.errors import ServeError
+from tsrepo.errors import ClientError, ServeError
 from tsrepo.serve import shadow
 
 READY_STATES = {"READY"}
@@ -67,22 +64,32 @@ def backend_dir(install: TritonInstall) -> Path:
 
     Built once per pytriton version and Python in the user's cache, never inside site-packages.
     """
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "tsrepo"
+    # The XDG spec says to ignore an empty or relative XDG_CACHE_HOME (it would land in the cwd).
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    cache = (Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache") / "tsrepo"
     py = f"py{sys.version_info.major}{sys.version_info.minor}"
     dest = cache / f"triton-backends-{install.version_tag}-{py}"
-    if (dest / "python" / "triton_python_backend_stub").is_file():
+    stub = Path("python") / "triton_python_backend_stub"
+    if (dest / stub).is_file():
         return dest
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".backends-", dir=cache))
-    (tmp / "python").mkdir()
-    for item in install.python_backend.iterdir():
-        if item.name != "__pycache__":
-            os.symlink(item, tmp / "python" / item.name)
-    shutil.copy2(install.stub, tmp / "python" / "triton_python_backend_stub")
+    tmp = None
     try:
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".backends-", dir=cache))
+        (tmp / "python").mkdir()
+        for item in install.python_backend.iterdir():
+            if item.name != "__pycache__":
+                os.symlink(item, tmp / "python" / item.name)
+        shutil.copy2(install.stub, tmp / stub)
         os.rename(tmp, dest)
-    except OSError:  # another process won the race; use theirs
-        shutil.rmtree(tmp, ignore_errors=True)
+    except OSError as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if not (dest / stub).is_file():  # else another process won the race: use theirs
+            raise ServeError(
+                f"{cache}: cannot prepare the Python backend for tritonserver there ({e.strerror or e});"
+                " make it writable, or point XDG_CACHE_HOME at a writable folder"
+            ) from None
     return dest
 
 
@@ -143,10 +150,7 @@ class LocalServer:
         return self.process.poll() is None
 
     def models(self) -> list[ModelState]:
-        data = _post_json(f"http://{self.http_url}/v2/repository/index", {})
-        return [
-            ModelState(m.get("name", ""), m.get("version", ""), m.get("state", ""), m.get("reason", "")) for m in data
-        ]
+        return repository_index(self.http_url)
 
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM the server's process group (server and backend stubs), SIGKILL what remains."""
@@ -197,20 +201,26 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _post_json(url: str, body: dict, timeout: float = 5.0):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return json.loads(resp.read() or b"null")
+def repository_index(http_url: str, timeout: float = 5.0) -> list[ModelState]:
+    """Every model's state, through the client transport; raises ClientError when the server cannot answer."""
+    from tsrepo.client import transport
+
+    with transport.connect(http_url, transport.Protocol.HTTP, timeout) as client:
+        return [
+            ModelState(str(m.get("name", "")), str(m.get("version", "")), m.get("state", ""), m.get("reason", ""))
+            for m in client.repository_index()
+        ]
 
 
-def _get_status(url: str, timeout: float = 2.0) -> int | None:
+def is_live(http_url: str, timeout: float = 2.0) -> bool:
+    """Whether the server at HOST:PORT answers /v2/health/live with 200 (False for any failure)."""
+    from tsrepo.client import transport
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
-            return resp.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except (urllib.error.URLError, OSError):
-        return None
+        with transport.connect(http_url, transport.Protocol.HTTP, timeout) as client:
+            return client.live()
+    except ClientError:
+        return False
 
 
 def server_env(install: TritonInstall) -> dict:
@@ -238,7 +248,7 @@ def start(
     model and quoting the server's reason.
     """
     ports = ports or Ports()
-    check_ports_free(ports)
+    check_arguments(ports, timeout)
     install = find_triton()
     backends = backend_dir(install)
     work = Path(tempfile.mkdtemp(prefix="tsrepo-serve-"))
@@ -292,15 +302,44 @@ def start(
     return server
 
 
-def check_ports_free(ports: Ports) -> None:
-    import socket
+def check_arguments(ports: Ports, timeout: float) -> None:
+    """Refuse what no server start can use, before anything starts; each message names the option."""
+    import math
 
-    for option, port in (("--http-port", ports.http), ("--grpc-port", ports.grpc), ("--metrics-port", ports.metrics)):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                raise ServeError(f"port {port} on 127.0.0.1 is already in use; choose another with {option}") from None
+    from tsrepo.errors import UsageError
+
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise UsageError(f"--timeout must be a finite number of seconds > 0, got {timeout!r}")
+    check_ports_free(ports)
+
+
+def check_ports_free(ports: Ports) -> None:
+    """Three distinct port numbers that a server could bind on 127.0.0.1 now."""
+    import errno
+
+    from tsrepo.errors import UsageError
+    from tsrepo.serve.ports import bind_error, is_privileged  # ports.py imports this module
+
+    named = [("--http-port", ports.http), ("--grpc-port", ports.grpc), ("--metrics-port", ports.metrics)]
+    for option, port in named:
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise UsageError(f"{option} must be a port number from 1 to 65535, got {port!r}")
+    for i, (option, port) in enumerate(named):
+        for other, other_port in named[i + 1 :]:
+            if port == other_port:
+                raise UsageError(f"{option} and {other} are both {port}; each needs a port of its own")
+    for option, port in named:
+        error = bind_error(port)
+        if error is None:
+            continue
+        if is_privileged(error):
+            raise UsageError(
+                f"port {port} is below 1024, which only root (or CAP_NET_BIND_SERVICE) may bind;"
+                f" choose another with {option}"
+            )
+        if error.errno == errno.EADDRINUSE:
+            raise ServeError(f"port {port} on 127.0.0.1 is already in use; choose another with {option}")
+        raise ServeError(f"port {port} on 127.0.0.1 cannot be bound ({error.strerror}); choose another with {option}")
 
 
 def load_failure_message(failed: list[ModelState]) -> str:
@@ -313,17 +352,16 @@ def load_failure_message(failed: list[ModelState]) -> str:
 
 def _wait_loaded(server: LocalServer, names: list[str], timeout: float, progress) -> None:
     deadline = time.monotonic() + timeout
-    url = f"http://{server.http_url}/v2/health/live"
     while True:
         if not server.alive():
             raise ServeError(
                 f"tritonserver exited with code {server.process.returncode} before it was ready;"
                 f" the end of its log:\n{server.log_tail(25)}"
             )
-        if _get_status(url) == 200:
+        if is_live(server.http_url):
             try:
                 states = {m.name: m for m in server.models()}
-            except (urllib.error.URLError, OSError, ValueError):
+            except ClientError:
                 states = {}
             pending = [n for n in names if n not in states or states[n].state not in READY_STATES | FAILED_STATES]
             if not pending:

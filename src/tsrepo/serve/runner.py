@@ -28,13 +28,10 @@ class DockerServer:
     warnings: list[str] = field(default_factory=list)
 
     def models(self) -> list[ModelState]:
-        data = local._post_json(f"http://127.0.0.1:{self.ports.http}/v2/repository/index", {})
-        return [
-            ModelState(m.get("name", ""), m.get("version", ""), m.get("state", ""), m.get("reason", "")) for m in data
-        ]
+        return local.repository_index(f"127.0.0.1:{self.ports.http}")
 
     def alive(self) -> bool:
-        return local._get_status(f"http://127.0.0.1:{self.ports.http}/v2/health/live") == 200
+        return local.is_live(f"127.0.0.1:{self.ports.http}")
 
     def stop(self) -> None:
         subprocess.run([*self.command, "down"], env=self.env, capture_output=True, check=False)
@@ -49,8 +46,11 @@ class DockerServer:
 def _start_docker(
     repo: Path, ports: Ports, compose_file: Path, timeout: float, exit_on_error: bool, progress
 ) -> DockerServer:
+    # The user's input is checked in full before the engine, and nothing is written without one.
+    planned = compose.plan(repo, compose_file)
     compose.check_engine()
-    prepared = compose.prepare(repo, compose_file)
+    base_command = [*compose.compose_command(), "-f", str(compose_file)]
+    prepared = compose.apply(planned)
     gpu = local.gpu_visible()
     service = "triton" if gpu else "triton-cpu"
     env = {
@@ -61,12 +61,11 @@ def _start_docker(
         "TRITON_GRPC_PORT": str(ports.grpc),
         "TRITON_METRICS_PORT": str(ports.metrics),
     }
-    command = [*compose.compose_command(), "-f", str(compose_file)]
+    command = list(base_command)
     if not gpu:
         command += ["--profile", "cpu"]
     server = DockerServer(command, env, ports, service)
-    if prepared.choice.warning:
-        server.warnings.append(prepared.choice.warning)
+    server.warnings.extend(prepared.warnings)
     if not gpu:
         server.warnings.append("no GPU is visible: serving the KIND_CPU copy with the triton-cpu service")
     progress(f"docker compose up {service} ({prepared.choice.image})")
@@ -74,7 +73,7 @@ def _start_docker(
     if up.returncode != 0:
         raise ServeError(f"docker compose up failed: {(up.stderr or up.stdout).strip()[-800:]}")
     deadline = time.monotonic() + timeout
-    while local._get_status(f"http://127.0.0.1:{ports.http}/v2/health/live") != 200:
+    while not local.is_live(f"127.0.0.1:{ports.http}"):
         if time.monotonic() > deadline:
             server.stop()
             raise ServeError(f"the container was not live after {timeout:.0f} s; see `{' '.join(command)} logs`")
@@ -98,6 +97,7 @@ def start(
     progress=lambda _m: None,
 ):
     if engine == "docker":
+        local.check_arguments(ports, timeout)  # the container publishes the same ports on this host
         return _start_docker(repo, ports, compose_file, timeout, exit_on_error, progress)
     return local.start(
         repo, ports, exit_on_error=exit_on_error, timeout=timeout, templates=templates, progress=progress
