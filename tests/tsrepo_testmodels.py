@@ -262,3 +262,47 @@ class ZeroWidth(nn.Module):
 
 def zero_width() -> nn.Module:
     return ZeroWidth()
+
+
+# ---- AOTInductor (issue 10) ----------------------------------------------------------------------
+
+
+class AotiTiny(nn.Module):
+    """Two inputs whose dynamic dims must be equal (x [B, L, 4], mask [B, L]) and a dict output: one small
+    model exercises Dim unification, dict leaves as OUTPUT__i and a -1 output dim in one compile."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> Dict[str, torch.Tensor]:
+        tokens = self.fc(x) * mask.unsqueeze(-1)
+        return {"pooled": tokens.sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0), "tokens": tokens}
+
+
+def aoti_tiny() -> nn.Module:
+    return AotiTiny()
+
+
+class NotExportable(nn.Module):
+    """Scripts (TorchScript runs the `if`) but does not export: data-dependent control flow."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool(x.sum() > 0):
+            return x * 2
+        return x - 1
+
+
+def not_exportable() -> nn.Module:
+    return NotExportable()
+
+
+class SlicesSix(nn.Module):
+    """Works only for widths of at least 8: a spec range below that is violated."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :6] + x[:, 2:8]
+
+
+def slices_six() -> nn.Module:
+    return SlicesSix()

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tsrepo import adapters, compare, config, export, meta, repository, signature, verify
+from tsrepo import adapters, compare, config, export, export_aoti, meta, repository, signature, verify
 from tsrepo.errors import ExportError
 from tsrepo.export import ExportedAs
-from tsrepo.spec import Kind, ModelSpec, RepoSpec
+from tsrepo.spec import ExportMode, Kind, ModelSpec, RepoSpec
 
 Progress = Callable[[str], None]
 
@@ -32,20 +32,39 @@ class PreparedModel:
     version: int | None  # None until the repository lock resolves the next free version
     warnings: list[str] = field(default_factory=list)
     checks: dict = field(default_factory=dict)  # what was verified, with errors measured
+    package: export_aoti.Package | None = None  # export = "aoti": the compiled package and how it was made
+
+    @property
+    def model_file(self) -> str:
+        return export_aoti.PACKAGE_FILE if self.package is not None else repository.MODEL_FILE
 
     def files(self) -> repository.ModelFiles:
+        if self.package is not None:
+            entry = meta.VersionMeta(
+                sha256=hashlib.sha256(self.model_bytes).hexdigest(),
+                torch=torch.__version__,
+                export=self.export_mode.value,
+                file_format_version=None,
+                format=export_aoti.FORMAT,
+                file=export_aoti.PACKAGE_FILE,
+                device=self.package.device,
+                compile_options=self.package.options,
+            )
+        else:
+            entry = meta.VersionMeta(
+                sha256=hashlib.sha256(self.model_bytes).hexdigest(),
+                torch=torch.__version__,
+                export=self.export_mode.value,
+                file_format_version=_file_format_version(self.model_bytes),
+            )
         return repository.ModelFiles(
             name=self.spec.name,
             version=self.version,
             config_text=self.config_text,
             model_bytes=self.model_bytes,
             record=record(self),
-            version_entry=meta.VersionMeta(
-                sha256=hashlib.sha256(self.model_bytes).hexdigest(),
-                torch=torch.__version__,
-                export=self.export_mode.value,
-                file_format_version=_file_format_version(self.model_bytes),
-            ),
+            version_entry=entry,
+            model_file=self.model_file,
         )
 
 
@@ -112,6 +131,10 @@ def _export(spec: ModelSpec, example: tuple, eager_model) -> export.Exported:
 
 
 def prepare(spec: ModelSpec, templates: Path | None, progress: Progress) -> PreparedModel:
+    if spec.export is ExportMode.AOTI:
+        from tsrepo.build_aoti import prepare_aoti
+
+        return prepare_aoti(spec, templates, progress)
     rng = np.random.default_rng(spec.seed)
     warnings: list[str] = []
 
@@ -236,7 +259,7 @@ def prepare(spec: ModelSpec, templates: Path | None, progress: Progress) -> Prep
     )
 
 
-def model_config(spec: ModelSpec, sig: signature.Signature, batching) -> config.ModelConfig:
+def model_config(spec: ModelSpec, sig: signature.Signature, batching, **extra) -> config.ModelConfig:
     inputs = tuple(config.TensorConfig(s.name, s.dtype.triton, s.dims, s.reshape) for s in sig.inputs)
     outputs = tuple(config.TensorConfig(o.name, o.dtype.triton, o.dims, o.reshape) for o in sig.outputs)
     groups = tuple(config.InstanceGroupConfig(KIND_NAMES[g.kind], g.count, g.gpus) for g in spec.instance_groups)
@@ -257,6 +280,7 @@ def model_config(spec: ModelSpec, sig: signature.Signature, batching) -> config.
         parameters=spec.parameters,
         warmup=warmup,
         version_policy=spec.version_policy,
+        **extra,
     )
 
 

@@ -58,6 +58,7 @@ class ModelConfig:
     warmup: tuple[WarmupConfig, ...] = ()
     version_policy: VersionPolicy | None = None
     platform: str = "pytorch_libtorch"
+    backend: str = ""  # "pytorch" for torch_aoti; left out for TorchScript (the platform names the backend)
 
 
 def pbstr(value: str) -> str:
@@ -112,6 +113,8 @@ def render(config: ModelConfig, folder: Path | None = None) -> str:
 
 def to_proto(config: ModelConfig) -> pb.ModelConfig:
     m = pb.ModelConfig(name=config.name, platform=config.platform, max_batch_size=config.max_batch_size)
+    if config.backend:
+        m.backend = config.backend
     for t in config.inputs:
         i = m.input.add(name=t.name, data_type=pb.DataType.Value(t.data_type), dims=list(t.dims))
         if t.reshape is not None:
@@ -196,6 +199,43 @@ def prove(text: str, config: ModelConfig, origin: str) -> pb.ModelConfig:
     if not re.search(r"^\s*max_batch_size\s*:", text, re.MULTILINE):
         raise ConfigError(f"{origin}: the rendered config.pbtxt has no max_batch_size line")
     return parsed
+
+
+AOTI_INPUT_RE = re.compile(r"INPUT__(\d+)")
+AOTI_OUTPUT_RE = re.compile(r"OUTPUT__(\d+)")
+
+
+def check_aoti_rules(parsed: pb.ModelConfig, forward_args: list[str], origin: str) -> None:
+    """What the PyTorch backend's torch_aoti path would refuse (rules and releases in export_aoti.py)."""
+    if parsed.platform != "torch_aoti" or parsed.backend != "pytorch":
+        raise ConfigError(f'{origin}: a .pt2 model needs platform "torch_aoti" and backend "pytorch"')
+    for kind, tensors, pattern in (("input", parsed.input, AOTI_INPUT_RE), ("output", parsed.output, AOTI_OUTPUT_RE)):
+        matches = [pattern.fullmatch(t.name) for t in tensors]
+        if not all(matches):
+            bad = next(t.name for t, m in zip(tensors, matches, strict=True) if not m)
+            raise ConfigError(
+                f"{origin}: `{kind}` name {bad!r}: the torch_aoti backend binds by position, as"
+                f" {pattern.pattern.split('_')[0]}__<i>; a free name fails when the instance is created"
+            )
+        idx = sorted(int(m.group(1)) for m in matches)
+        if idx != list(range(len(idx))):
+            raise ConfigError(f"{origin}: `{kind}` indices {idx} must be 0..{len(idx) - 1}, each once")
+    if len(parsed.input) != len(forward_args):
+        raise ConfigError(
+            f"{origin}: `input`: configuration expects {len(parsed.input)} inputs, model provides {len(forward_args)}"
+        )
+    for t in list(parsed.input) + list(parsed.output):
+        if not t.dims and not t.HasField("reshape"):
+            raise ConfigError(f"{origin}: tensor {t.name!r} has no dims")
+        if any(d == 0 or d < -1 for d in t.dims):
+            raise ConfigError(f"{origin}: tensor {t.name!r} has invalid dims {list(t.dims)}")
+    if parsed.parameters:
+        raise ConfigError(f"{origin}: `parameters`: libtorch parameters do not apply to torch_aoti")
+    if parsed.HasField("dynamic_batching") and parsed.max_batch_size == 0:
+        raise ConfigError(f"{origin}: `dynamic_batching` needs max_batch_size > 0")
+    kinds = {g.kind for g in parsed.instance_group}
+    if len(kinds) > 1:
+        raise ConfigError(f"{origin}: `instance_group` mixes kinds; a .pt2 package is compiled for one device")
 
 
 def check_libtorch_rules(parsed: pb.ModelConfig, forward_args: list[str], origin: str) -> None:

@@ -26,10 +26,11 @@ class ExportedAs(str, Enum):
     SCRIPT = "script"
     TRACE = "trace"
     FILE = "file"  # the source already was a TorchScript file
+    AOTI = "aoti"  # torch.export + AOTInductor package (export_aoti.py)
 
     @property
     def past(self) -> str:
-        return {"script": "scripted", "trace": "traced", "file": "loaded"}[self.value]
+        return {"script": "scripted", "trace": "traced", "file": "loaded", "aoti": "exported"}[self.value]
 
 
 class ScriptFailure(ExportError):

@@ -9,7 +9,11 @@ Layout (version 1):
      "inputs": [{"name", "argument", "dtype", "shape": [int | [min, max]], "range"?: [low, high]}],
      "outputs": [{"name", "dtype", "dims"}],
      "tolerance": {"rtol", "atol"},
-     "versions": {"1": {"sha256", "torch", "export", "file_format_version", ...}}}
+     "versions": {"1": {"sha256", "torch", "export", "file_format_version", "format"?, "file"?, "device"?,
+                        "compile_options"?, ...}}}
+
+`format` ("torchscript" | "aoti_package"), `file`, `device` and `compile_options` came with AOTInductor
+packages; a record without them is a TorchScript `model.pt` (what every older tsrepo wrote).
 """
 
 from __future__ import annotations
@@ -65,20 +69,29 @@ class VersionMeta:
     export: str
     file_format_version: int | None = None
     extra: dict = field(default_factory=dict)  # keys a newer tsrepo wrote: kept as they are
+    format: str = "torchscript"  # torchscript | aoti_package
+    file: str = "model.pt"  # the model file inside the version folder
+    device: str | None = None  # aoti_package: what it was compiled for (cpu | cuda)
+    compile_options: dict | None = None  # aoti_package: the inductor configs passed to the compiler
 
     def to_json(self) -> dict:
-        return {
+        doc = {
             "sha256": self.sha256,
             "torch": self.torch,
             "export": self.export,
             "file_format_version": self.file_format_version,
-            **self.extra,
         }
+        if self.format != "torchscript":
+            # TorchScript records stay as older tsrepo wrote them, so golden files do not churn.
+            doc["format"], doc["file"] = self.format, self.file
+            doc["device"], doc["compile_options"] = self.device, self.compile_options
+        return {**doc, **self.extra}
 
     def torch_minor(self) -> tuple[int, int]:
         """(major, minor) of the exporting torch; checked when the record is loaded."""
         m = TORCH_VERSION_RE.match(self.torch)
-        assert m is not None  # from_json refuses anything else
+        if m is None:  # from_json refuses such a record; one built in code could still hold it
+            raise MetaError(f"`torch` is not a torch version like 2.13.0 (got {self.torch!r})")
         return int(m.group(1)), int(m.group(2))
 
 
@@ -218,13 +231,26 @@ def from_json(doc: Any, path: Path) -> ModelMeta:
         if not TORCH_VERSION_RE.match(torch_version):
             raise r.fail(f"{where}.torch", f"is not a torch version like 2.13.0 (got {torch_version!r})")
         fmt = r.get(entry, "file_format_version", (int, type(None)), f"{where}.file_format_version", required=False)
-        known = {"sha256", "torch", "export", "file_format_version"}
+        known = {"sha256", "torch", "export", "file_format_version", "format", "file", "device", "compile_options"}
+        file_format = r.get(entry, "format", str, f"{where}.format", required=False, default="torchscript")
+        if file_format not in ("torchscript", "aoti_package"):
+            raise r.fail(f"{where}.format", f"must be torchscript or aoti_package, got {file_format!r}")
+        default_file = "model.pt2" if file_format == "aoti_package" else "model.pt"
+        model_file = r.get(entry, "file", str, f"{where}.file", required=False, default=default_file)
+        if model_file not in ("model.pt", "model.pt2"):
+            raise r.fail(f"{where}.file", f"must be model.pt or model.pt2, got {model_file!r}")
         versions[int(key)] = VersionMeta(
             r.get(entry, "sha256", str, f"{where}.sha256"),
             torch_version,
             r.get(entry, "export", str, f"{where}.export"),
             fmt,
             {k: v for k, v in entry.items() if k not in known},
+            format=file_format,
+            file=model_file,
+            device=r.get(entry, "device", (str, type(None)), f"{where}.device", required=False),
+            compile_options=r.get(
+                entry, "compile_options", (dict, type(None)), f"{where}.compile_options", required=False
+            ),
         )
     mbs = r.get(doc, "max_batch_size", int, "max_batch_size", required=False, default=0)
     if mbs < 0:

@@ -30,7 +30,8 @@ from tsrepo.meta import META_FILE
 
 STAGING_MARK = ".tsrepo-staging-"
 LOCK_MARK = ".tsrepo-lock"
-MODEL_FILE = "model.pt"
+MODEL_FILE = "model.pt"  # TorchScript; an AOTInductor package is model.pt2 (ModelFiles.model_file)
+MODEL_FILES = frozenset({"model.pt", "model.pt2"})
 CONFIG_FILE = "config.pbtxt"
 
 __all__ = ["CONFIG_FILE", "META_FILE", "MODEL_FILE", "ModelFiles", "Plan", "check_writable", "locked", "plan", "write"]
@@ -44,6 +45,7 @@ class ModelFiles:
     model_bytes: bytes
     record: meta.ModelMeta  # tsrepo.json without versions
     version_entry: meta.VersionMeta  # this version's entry in tsrepo.json
+    model_file: str = MODEL_FILE  # the file's name inside the version folder: model.pt or model.pt2
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def plan(root: Path, models: list[ModelFiles], force: bool) -> Plan:
         for rel, data in (
             (Path(m.name) / CONFIG_FILE, m.config_text.encode()),
             (Path(m.name) / META_FILE, _meta_text(root, m).encode()),
-            (Path(m.name) / str(m.version) / MODEL_FILE, m.model_bytes),
+            (Path(m.name) / str(m.version) / m.model_file, m.model_bytes),
         ):
             target = root / rel
             try:
@@ -133,7 +135,7 @@ def plan(root: Path, models: list[ModelFiles], force: bool) -> Plan:
                 elif target.read_bytes() == data:
                     status = "unchanged"
                 else:
-                    status = "replaced" if rel.name == MODEL_FILE else "changed"
+                    status = "replaced" if rel.name in MODEL_FILES else "changed"
             except OSError as e:
                 raise RepositoryError(f"{target}: cannot be read ({e.strerror or e}); check its permissions") from e
             files.append(PlannedFile(rel, data, status))
@@ -306,6 +308,9 @@ def write(p: Plan, on_model=None) -> None:
                     _link_tree(live, stage)
                 else:
                     stage.mkdir(parents=True)
+                # A version rebuilt in the other format (--force) must not keep the old file beside the new one.
+                for other in MODEL_FILES - {m.model_file}:
+                    (stage / str(m.version) / other).unlink(missing_ok=True)
                 for f in p.files:
                     if f.path.parts[0] == m.name:
                         _write_file(staging / f.path, f.data)

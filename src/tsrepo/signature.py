@@ -1,9 +1,10 @@
 """Tensor names, dtypes and dims as the libtorch backend will see them.
 
 Inputs bind by forward-argument name when every config input name equals an argument name,
-else by `INPUT__<index>`; outputs bind by `<name>__<index>` (rules observed on a real 24.10 server,
-enforced by `config.check_libtorch_rules` and mirrored by the local engine's templates/model.py.j2). Output dims come from running the model at several sizes: a dim that
-changes with the dynamic input dims is -1.
+else by `INPUT__<index>`; outputs bind by `<name>__<index>` (rules observed on a real 24.10
+server, enforced by `config.check_libtorch_rules`, mirrored by the local engine's runner template).
+Output dims come from running the model at several sizes: a dim that changes with the dynamic input
+dims is -1.
 """
 
 from __future__ import annotations

@@ -64,6 +64,14 @@ class ExportMode(str, Enum):
     SCRIPT = "script"
     TRACE = "trace"
     AUTO = "auto"
+    AOTI = "aoti"  # torch.export + AOTInductor: a model.pt2 package served with platform "torch_aoti"
+
+    @property
+    def is_torchscript(self) -> bool:
+        return self is not ExportMode.AOTI
+
+
+EXPORT_CHOICES = ", ".join(m.value for m in ExportMode)
 
 
 class Kind(str, Enum):
@@ -567,11 +575,11 @@ def parse_model(
     if len(set(names)) != len(names):
         raise ctx.fail("inputs", f"two inputs share a name: {names}")
 
-    export_raw = _want(ctx, "export", merged.get("export", "auto"), str, "script, trace or auto")
+    export_raw = _want(ctx, "export", merged.get("export", "auto"), str, EXPORT_CHOICES)
     try:
         export = ExportMode(export_raw)
     except ValueError:
-        raise ctx.fail("export", f"unknown mode {export_raw!r}; use script, trace or auto") from None
+        raise ctx.fail("export", f"unknown mode {export_raw!r}; use {EXPORT_CHOICES}") from None
 
     version = merged.get("version")
     if version is not None:
@@ -629,6 +637,8 @@ def parse_model(
     atol = _finite(ctx, "atol", merged.get("atol", 1e-5))
     seed = _int(ctx, "seed", merged.get("seed", 0), 0, MAX_SEED)
     check_sample_size(ctx, inputs, mbs)
+    if export is ExportMode.AOTI:
+        check_aoti_rules(ctx, source.strip(), groups, params, out_names, tensor_names, merged)
 
     return ModelSpec(
         name=name,
@@ -652,6 +662,43 @@ def parse_model(
         atol=float(atol),
         seed=seed,
     )
+
+
+def check_aoti_rules(
+    ctx: _Ctx, source: str, groups: tuple[InstanceGroup, ...], params: tuple, out_names: list, tensor_names, merged
+) -> None:
+    """What `export = "aoti"` cannot take, refused when the spec is read (before any model is imported)."""
+    if not SOURCE_FACTORY_RE.fullmatch(source):
+        raise ctx.fail(
+            "export",
+            f'"aoti" exports a Python model with torch.export, and {source!r} is a TorchScript file (torch.export'
+            " cannot read one); give the module:factory that builds the model, or keep export = \"script\"",
+        )
+    # A package is compiled for one device, so one model cannot have CPU and GPU instances.
+    if len({g.kind for g in groups}) > 1:
+        raise ctx.fail(
+            "instance_group",
+            "mixes gpu and cpu groups; an AOTInductor package is compiled for one device, so give one kind",
+        )
+    if params:
+        raise ctx.fail(
+            "parameters",
+            "are libtorch (TorchScript) backend parameters; they do not apply to platform torch_aoti."
+            " Remove them (in [defaults] too) for this model",
+        )
+    # The backend binds .pt2 tensors by position (INPUT__i / OUTPUT__i); free names fail to load.
+    if out_names:
+        raise ctx.fail(
+            "output_names",
+            "cannot name a torch_aoti model's outputs: the backend binds them by position as OUTPUT__<i>"
+            " (a free name fails when the instance is created). Remove output_names for this model",
+        )
+    if "tensor_names" in merged and tensor_names is not TensorNames.INDEX:
+        raise ctx.fail(
+            "tensor_names",
+            'a torch_aoti model\'s inputs are always INPUT__<i> (the backend cannot bind forward\'s argument'
+            ' names); write tensor_names = "index" or remove it',
+        )
 
 
 def parse_spec(data: Any, origin: str, base_dir: Path, require_inputs: bool = True) -> RepoSpec:
@@ -778,9 +825,15 @@ def spec_from_model_flags(flags: ModelFlags, base_dir: Path | None = None) -> Re
     return spec_from_flags(fields, base_dir)
 
 
-def doctor_spec(source: str, inputs: tuple[str, ...] = (), max_batch_size: int = 0, allow_trace: bool = False):
+def doctor_spec(
+    source: str,
+    inputs: tuple[str, ...] = (),
+    max_batch_size: int = 0,
+    allow_trace: bool = False,
+    export: str | None = None,
+):
     """What `tsrepo doctor SOURCE` checks: every model of a spec file, or one `module:callable` with optional
-    example inputs (without them the model is only scripted)."""
+    example inputs (without them the model is only scripted). `export="aoti"` diagnoses torch.export instead."""
     path = Path(source)
     if source.endswith(".toml") or path.is_file():
         if inputs:
@@ -798,7 +851,7 @@ def doctor_spec(source: str, inputs: tuple[str, ...] = (), max_batch_size: int =
         "source": source,
         "inputs": [parse_input_flag(i) for i in inputs],
         "max_batch_size": max_batch_size,
-        "export": "trace" if allow_trace else "script",
+        "export": export or ("trace" if allow_trace else "script"),
     }
     return spec_from_flags(fields, require_inputs=False)
 

@@ -40,7 +40,10 @@ from tsrepo.errors import UsageError
     "(shape without the batch dim when --max-batch-size > 0).",
 )
 @click.option(
-    "--export", "export_mode", type=click.Choice(["script", "trace", "auto"]), help="With --source (default auto)."
+    "--export",
+    "export_mode",
+    type=click.Choice(["script", "trace", "auto", "aoti"]),
+    help="With --source (default auto); aoti: torch.export + AOTInductor, a model.pt2 package.",
 )
 @click.option("--max-batch-size", type=int, help="With --source: 0 = no batch dimension.")
 @click.option("--instance-group", metavar="KIND:COUNT", help="With --source: e.g. gpu:1 or cpu:2.")
@@ -65,7 +68,9 @@ def build(
 ):
     """Build a Triton model repository from SPEC (default ./tsrepo.toml) or from flags.
 
-    Every model is imported, scripted (or traced), checked against the eager model at several
+    Every model is imported, scripted (or traced, or with export = "aoti" exported with torch.export and
+    compiled by AOTInductor into model.pt2, compile cache in $TSREPO_CACHE_DIR or ~/.cache/tsrepo/aoti),
+    checked against the eager model at several
     input sizes, checked for batch safety before dynamic batching, and its config.pbtxt rendered
     and proven against Triton's schema. Nothing is written unless every model passes; each model
     folder is then replaced atomically.
@@ -110,8 +115,13 @@ def build(
             console.print(f"[yellow]warning:[/] {escape(w)}")
         c = pm.checks
         outputs = ", ".join(f"{o.name} {o.dtype.triton} {list(o.dims)}" for o in pm.signature.outputs)
+        how = pm.export_mode.value
+        if pm.package is not None:
+            how += (
+                " (compile cache hit)" if pm.package.cache_hit else f" (compiled in {pm.package.compile_seconds:.1f} s)"
+            )
         console.print(
-            f"[green]ok[/] {escape(pm.spec.name)} v{pm.version}: {pm.export_mode}, {c['runs']} runs checked"
+            f"[green]ok[/] {escape(pm.spec.name)} v{pm.version}: {how}, {c['runs']} runs checked"
             f" against eager (max abs error {c['max_abs_error']:.2g}), outputs {escape(outputs)}"
         )
     click.echo(result.plan.tree())

@@ -31,9 +31,13 @@ class Report:
     compared: bool = False
     max_abs_error: float | None = None
     notes: list[str] = field(default_factory=list)
+    export: str = "torchscript"  # torchscript | aoti: what was diagnosed
+    exported: bool = False  # aoti: torch.export succeeded
 
     @property
     def ok(self) -> bool:
+        if self.export == "aoti":
+            return not self.findings and self.exported
         return not self.findings and (self.scripted or self.traced)
 
     def to_json(self) -> dict:
@@ -42,6 +46,8 @@ class Report:
             "ok": self.ok,
             "scripted": self.scripted,
             "traced": self.traced,
+            "export": self.export,
+            "exported": self.exported,
             "compared_with_eager": self.compared,
             "max_abs_error": self.max_abs_error,
             "notes": self.notes,
@@ -101,7 +107,8 @@ def format_finding(f: Finding, verbose: bool = False) -> str:
             lines += [f"      {line}" for line in k.before.splitlines()]
             lines.append("    after:")
             lines += [f"      {line}" for line in k.after.splitlines()]
-        lines.append(f"    see: TorchScript language reference, {k.reference}")
+        source = "" if k.id.startswith("EX") else "TorchScript language reference, "
+        lines.append(f"    see: {source}{k.reference}")
     return "\n".join(lines)
 
 
@@ -196,3 +203,118 @@ def _trace(model: nn.Module, example: tuple):
             code = ""
         found.append(Finding(n.file, n.line, 1, "TR01", code, n.message))
     return traced, found
+
+
+def check_aoti(spec) -> Report:
+    """Diagnose torch.export (export = "aoti") for one model: the spec's Dims, non-strict export as build does
+    it, then strict export for what non-strict silently freezes, then the exported program against eager.
+    No AOTInductor compile: doctor answers in seconds."""
+    from tsrepo import compare, export, export_aoti, signature, verify
+    from tsrepo.doctor.export_classes import finding
+    from tsrepo.errors import ExportError, SpecError, VerifyError
+
+    report = Report(spec.name, export="aoti")
+    if spec.is_torchscript_file:
+        raise SpecError(f"{spec.where('source')}: a TorchScript file cannot be exported with torch.export")
+    if not spec.inputs:
+        raise SpecError(
+            f"{spec.where('inputs')}: --export aoti needs the example inputs (torch.export traces with them);"
+            " pass --input NAME:DTYPE:SHAPE for each forward argument"
+        )
+    model = export.import_factory(spec)
+    scripted, _ = script_findings(model)
+    report.scripted = scripted is not None
+    try:
+        arg_names = export_aoti.check_forward(spec, model)
+    except ExportError as e:
+        from tsrepo.doctor.export_classes import locate
+
+        file, line, code = locate(model, e)
+        report.findings.append(Finding(file, line, 1, "EX04", code, str(e).split(": ", 2)[-1]))
+        return _script_note(report)
+    inputs = sorted(signature.bind_inputs(spec, arg_names), key=lambda s: s.arg_index)
+    rng = np.random.default_rng(spec.seed)
+    example = export_aoti.example_args(spec, inputs, rng)
+    try:
+        verify.run_checked(spec, model, example, "the eager model")  # the model's own failure: exit 2
+    except ExportError as e:
+        from tsrepo.doctor.export_classes import classify
+
+        # An op with no kernel for this device fails in eager first: that is the EX06 finding, not a usage error.
+        if e.__cause__ is None or classify(str(e.__cause__)) != "EX06":
+            raise
+        report.findings.append(finding(model, e.__cause__, spec))
+        return _script_note(report)
+    try:
+        program = export_aoti.export_program(spec, model, example, inputs, arg_names)
+    except export_aoti.AotiExportFailure as failure:
+        report.findings.append(finding(model, failure.cause, spec))
+        return _script_note(report)
+    report.exported = True
+    try:
+        export_aoti.export_program(spec, model, example, inputs, arg_names, strict=True)
+    except export_aoti.AotiExportFailure as failure:
+        f = finding(model, failure.cause, spec)
+        if f.kind == "EX05":
+            report.findings.append(f)
+        else:
+            report.notes.append(f"strict export (not what build uses) fails: {f.detail}")
+    module = program.module()
+    worst = 0.0
+    nonfinite: dict[str, compare.OutputDiff] = {}
+    for _batch, args in verify.size_grid(spec, inputs, rng):
+        eager = verify.leaves(verify.run_checked(spec, model, args, "the eager model"))
+        try:
+            got = verify.leaves(verify.run_checked(spec, module, args, "the exported program"))
+        except ExportError as e:
+            report.findings.append(finding(model, e.__cause__ or e, spec))
+            return _script_note(report)
+        bad = [i for i, leaf in enumerate(got) if not isinstance(leaf, torch.Tensor)]
+        if bad:
+            file, line, code = _forward_location(model)
+            report.findings.append(
+                Finding(file, line, 1, "EX04", code, f"output {bad[0]} is {type(got[bad[0]]).__name__}, not a tensor")
+            )
+            return _script_note(report)
+        names = [f"OUTPUT__{i}" for i in range(len(eager))]
+        try:
+            c = verify.check_equal(
+                spec, "exported and eager", eager, got, names, f"shapes {[list(a.shape) for a in args]}"
+            )
+        except VerifyError as e:
+            file, line, code = _forward_location(model)
+            report.findings.append(Finding(file, line, 1, "EX00", code, str(e).split(": ", 2)[-1]))
+            return _script_note(report)
+        worst = max(worst, c.max_abs)
+        nonfinite.update({d.name: d for d in c.nonfinite()})
+    report.compared = True
+    report.max_abs_error = worst
+    if nonfinite:
+        report.notes.append(compare.nonfinite_warning("outputs", list(nonfinite.values())))
+    return _script_note(report)
+
+
+def _forward_location(model: nn.Module) -> tuple[str, int, str]:
+    import inspect
+
+    try:
+        forward = type(model).forward
+        path = inspect.getsourcefile(forward) or "<unknown>"
+        lines, start = inspect.getsourcelines(forward)
+        return path, start, lines[0].strip()
+    except (OSError, TypeError):
+        return "<unknown>", 0, ""
+
+
+def _script_note(report: Report) -> Report:
+    """Say plainly how the two formats compare for this model."""
+    exports = report.exported and not report.findings
+    if report.scripted and not exports:
+        report.notes.append("it scripts with TorchScript but does not export with torch.export (findings above)")
+    elif exports and not report.scripted:
+        report.notes.append("it exports with torch.export but does not script (`tsrepo doctor SOURCE` explains why)")
+    elif exports:
+        report.notes.append("it both scripts and exports")
+    else:
+        report.notes.append("it neither scripts nor exports")
+    return report

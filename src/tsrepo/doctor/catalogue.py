@@ -183,5 +183,81 @@ KINDS: dict[str, Kind] = {
             "",
             "torch.jit.trace",
         ),
+        # torch.export (export = "aoti"): observed on torch 2.13 with the twins in tests/export_cases.py.
+        Kind(
+            "EX01",
+            "data-dependent control flow",
+            "torch.export traces with symbolic shapes and no real values, so a Python `if` on a tensor's value "
+            "cannot be decided (non-strict: 'Could not guard on data-dependent expression'; strict: "
+            "'Data-dependent branching').",
+            "Express both branches with torch.cond (or compute both and pick with torch.where).",
+            "if x.sum() > 0:\n    return x * 2\nreturn x - 1",
+            "return torch.cond(x.sum() > 0, lambda x: x * 2, lambda x: x - 1, (x,))",
+            "torch.export > Control Flow Ops (torch.cond)",
+        ),
+        Kind(
+            "EX02",
+            "data-dependent output shape",
+            "A size computed from tensor values (nonzero, masked_select, `.item()` used as a size) is an unbacked "
+            "symbol; a later branch or slice on it needs a fact torch.export cannot prove.",
+            "State what you know with torch._check (e.g. torch._check(n >= 0), torch._check(n <= x.shape[1])), "
+            "or keep shapes static (a mask instead of nonzero).",
+            "n = int((x > 0).sum().item())\nreturn x[:, :n]",
+            "n = int((x > 0).sum().item())\ntorch._check(n >= 0)\ntorch._check(n <= x.shape[1])\nreturn x[:, :n]",
+            "torch.export > Data-dependent errors (unbacked symbols, torch._check)",
+        ),
+        Kind(
+            "EX03",
+            "a dynamic dim the code specialises",
+            "The spec marks the dim dynamic (min..max), but the code only works for part of that range (or one "
+            "size): torch.export's guards contradict the range ('Constraints violated').",
+            "Use the range torch.export suggests in the spec (shown above as the spec field to change), or make "
+            "the code work for the whole range.",
+            'inputs = [{ name = "x", dtype = "float32", shape = ["1..16"] }]  # the code slices x[:, :6]',
+            'inputs = [{ name = "x", dtype = "float32", shape = ["8..16"] }]',
+            "torch.export > Expressing Dynamism (Dim, suggested fixes)",
+        ),
+        Kind(
+            "EX04",
+            "non-tensor input or output",
+            "Triton passes and returns only tensors, and the torch_aoti backend binds tensor leaves of tuples, "
+            "lists and dicts by position; torch.export freezes an int/bool/str argument's example value into "
+            "the package, and a str output cannot be sent.",
+            "Take tensors only (configuration goes in __init__) and return tensors (a tuple, list or dict of them).",
+            "def forward(self, x, k: int):\n    return x * k, 'label'",
+            "def __init__(self, k: int):\n    ...\n    self.k = k\n\ndef forward(self, x):\n    return x * self.k",
+            "torch.export > Non-tensor inputs; Triton PyTorch backend README (torch_aoti)",
+        ),
+        Kind(
+            "EX05",
+            "Python side effect or unsupported builtin under strict export",
+            "Strict export (TorchDynamo) refuses calls it cannot trace (random.random, C extensions, I/O). "
+            "Non-strict export, which tsrepo builds with, runs them once and freezes their result into the "
+            "package: the served model never calls them again.",
+            "Use torch equivalents (torch.rand, register a buffer) or move the call out of forward.",
+            "return x * random.random()",
+            "return x * torch.rand((), device=x.device)",
+            "torch.export > Strict vs non-strict tracing",
+        ),
+        Kind(
+            "EX06",
+            "an op without a CPU / AOTInductor kernel",
+            "torch.export runs every op on fake tensors and AOTInductor needs a kernel for the target device; "
+            "an op registered only for CUDA, or a custom op without a fake (meta) implementation, stops it.",
+            "Register the op's CPU kernel and its fake implementation (torch.library.register_fake), or replace "
+            "it with standard torch ops.",
+            'lib.impl("my_op", cuda_kernel, "CUDA")',
+            'lib.impl("my_op", cpu_kernel, "CPU")\n@torch.library.register_fake("ns::my_op")\ndef _(x): ...',
+            "torch.library > Custom operators (fake / meta kernels)",
+        ),
+        Kind(
+            "EX00",
+            "torch.export refused the model",
+            "torch.export failed with an error that is not one of the known classes.",
+            "Read torch.export's message quoted above; `torch.export.draft_export` lists every problem at once.",
+            "",
+            "",
+            "torch.export",
+        ),
     )
 }
