@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import math
 import re
+import tomllib
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from tsrepo import dtypes
 from tsrepo.errors import SpecError, where
