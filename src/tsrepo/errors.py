@@ -49,6 +49,12 @@ class ServeError(TsrepoError):
     """The server could not be started or a model failed to load."""
 
 
+class ServerFailed(ServeError):
+    """The server (or a model on it) failed: not the user's input, so exit 1 like a client-side failure."""
+
+    exit_code = 1
+
+
 class ClientError(TsrepoError):
     """Talking to a running server failed: a problem with the server, not the command line."""
 

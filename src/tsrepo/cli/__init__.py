@@ -66,10 +66,14 @@ def main() -> None:
     \b
     build     script/trace models, verify them, write a Triton model repository
     doctor    explain why a model does not script, finding by finding, with the fix
+    migrate   check TorchScript models against torch.export + AOTInductor, switch the ready ones
     serve     start a real Triton server on a repository (locally or with docker compose)
     compose   pick the container tag for docker/ and write the KIND_CPU copy
     validate  prove the served answers equal the local TorchScript answers
     bench     load-test a served model (concurrency and request-rate sweeps)
+    tune      find the config (instances, batching, delays) that serves a model best, by measuring
+    push      upload a repository to S3 in an order a polling server can follow
+    deploy    render Kubernetes manifests or a KServe InferenceService for a pushed repository
     """
 
 
@@ -78,7 +82,7 @@ def run() -> None:
 
 
 # The commands register themselves on `main`; their heavy imports stay inside the functions.
-from tsrepo.cli import build, client, doctor, serve  # noqa: E402, F401
+from tsrepo.cli import build, client, deploy, doctor, migrate, serve, tune  # noqa: E402, F401
 
 if __name__ == "__main__":
     sys.exit(run())

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tsrepo.errors import ClientError, ServeError
+from tsrepo.errors import ClientError, ServeError, ServerFailed
 from tsrepo.serve import shadow
 
 READY_STATES = {"READY"}
@@ -240,12 +240,16 @@ def start(
     timeout: float = 180.0,
     templates: Path | None = None,
     log_verbose: int = 0,
+    model_control: str = "none",
+    load_models: list[str] | None = None,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> LocalServer:
     """Start tritonserver on `repo` and wait until every model is loaded or has failed.
 
-    With exit_on_error, a model that fails to load stops the server and raises ServeError naming the
-    model and quoting the server's reason.
+    With exit_on_error, a model that fails to load stops the server and raises ServerFailed naming the
+    model and quoting the server's reason. model_control="explicit" starts Triton in explicit
+    model-control mode (the repository API may then load a model with another config, as tune does),
+    loading `load_models` (default: every model) at start.
     """
     ports = ports or Ports()
     check_arguments(ports, timeout)
@@ -277,6 +281,18 @@ def start(
     ]
     if not gpu_visible():
         cmd.append("--allow-gpu-metrics=false")
+    expected = result.models
+    if model_control == "explicit":
+        unknown = [m for m in load_models or [] if m not in result.models]
+        if unknown:
+            shutil.rmtree(work, ignore_errors=True)
+            raise ServeError(f"{repo}: no model named {', '.join(map(repr, unknown))} in the repository")
+        expected = list(load_models) if load_models is not None else result.models
+        cmd.append("--model-control-mode=explicit")
+        cmd += [f"--load-model={m}" for m in expected]
+    elif model_control != "none":
+        shutil.rmtree(work, ignore_errors=True)
+        raise ServeError(f"model control {model_control!r}: use none or explicit")
     log = open(log_path, "wb")
     try:
         process = subprocess.Popen(
@@ -292,10 +308,10 @@ def start(
         log.close()
     server = LocalServer(process, ports, work, log_path, list(result.warnings))
     try:
-        _wait_loaded(server, result.models, timeout, progress)
-        failed = [m for m in server.models() if m.state not in READY_STATES]
+        _wait_loaded(server, expected, timeout, progress)
+        failed = [m for m in server.models() if m.name in expected and m.state not in READY_STATES]
         if failed and exit_on_error:
-            raise ServeError(load_failure_message(failed))
+            raise ServerFailed(load_failure_message(failed))
     except BaseException:
         server.stop()
         raise
@@ -354,7 +370,7 @@ def _wait_loaded(server: LocalServer, names: list[str], timeout: float, progress
     deadline = time.monotonic() + timeout
     while True:
         if not server.alive():
-            raise ServeError(
+            raise ServerFailed(
                 f"tritonserver exited with code {server.process.returncode} before it was ready;"
                 f" the end of its log:\n{server.log_tail(25)}"
             )
@@ -370,7 +386,7 @@ def _wait_loaded(server: LocalServer, names: list[str], timeout: float, progress
         else:
             progress("starting tritonserver")
         if time.monotonic() > deadline:
-            raise ServeError(
+            raise ServerFailed(
                 f"tritonserver was not ready after {timeout:.0f} s; the end of its log:\n{server.log_tail(25)}"
             )
         time.sleep(0.2)

@@ -10,7 +10,7 @@ import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tsrepo.errors import ServeError
+from tsrepo.errors import ServerFailed
 from tsrepo.serve import compose, local
 from tsrepo.serve.local import ModelState, Ports, load_failure_message
 
@@ -71,17 +71,17 @@ def _start_docker(
     progress(f"docker compose up {service} ({prepared.choice.image})")
     up = subprocess.run([*command, "up", "-d", service], env=env, capture_output=True, text=True, check=False)
     if up.returncode != 0:
-        raise ServeError(f"docker compose up failed: {(up.stderr or up.stdout).strip()[-800:]}")
+        raise ServerFailed(f"docker compose up failed: {(up.stderr or up.stdout).strip()[-800:]}")
     deadline = time.monotonic() + timeout
     while not local.is_live(f"127.0.0.1:{ports.http}"):
         if time.monotonic() > deadline:
             server.stop()
-            raise ServeError(f"the container was not live after {timeout:.0f} s; see `{' '.join(command)} logs`")
+            raise ServerFailed(f"the container was not live after {timeout:.0f} s; see `{' '.join(command)} logs`")
         time.sleep(1)
     failed = [m for m in server.models() if m.state != "READY"]
     if failed and exit_on_error:
         server.stop()
-        raise ServeError(load_failure_message(failed))
+        raise ServerFailed(load_failure_message(failed))
     return server
 
 
@@ -122,5 +122,5 @@ def wait_for_signal(handle) -> int:
     except KeyboardInterrupt:
         return 0
     if isinstance(handle, local.LocalServer):
-        raise ServeError(f"tritonserver exited unexpectedly; the end of its log:\n{handle.log_tail(20)}")
+        raise ServerFailed(f"tritonserver exited unexpectedly; the end of its log:\n{handle.log_tail(20)}")
     return 1

@@ -150,6 +150,27 @@ def read_model(model_dir: Path) -> tuple[pb.ModelConfig, list[Path]]:
     return cfg, versions
 
 
+def served_config(cfg: pb.ModelConfig, gpu_available: bool) -> pb.ModelConfig:
+    """The config the local engine serves for a libtorch model: the same config, on the Python backend.
+
+    Also what `tsrepo tune` loads through the repository API for each candidate, so a swapped config
+    and a shadow-built one are the same thing."""
+    out = pb.ModelConfig()
+    out.CopyFrom(cfg)
+    if not is_libtorch(out):
+        return out
+    out.platform = ""
+    out.backend = "python"
+    # The Python backend reads default_model_filename as the name of its model.py.
+    out.default_model_filename = ""
+    if not gpu_available:
+        for group in out.instance_group:
+            if group.kind == pb.ModelInstanceGroup.KIND_GPU:
+                group.kind = pb.ModelInstanceGroup.KIND_CPU
+                del group.gpus[:]
+    return out
+
+
 def build_shadow(repo: Path, dest: Path, gpu_available: bool, templates: Path | None = None) -> ShadowResult:
     # Every check runs before the first file is written, so a bad repository leaves nothing behind.
     models = [(model_dir, *read_model(model_dir)) for model_dir in model_dirs(repo)]
@@ -165,18 +186,9 @@ def build_shadow(repo: Path, dest: Path, gpu_available: bool, templates: Path | 
             os.symlink(model_dir.resolve(), target)
             continue
         source_file = libtorch_file(cfg)
-        cfg.platform = ""
-        cfg.backend = "python"
-        # The Python backend reads default_model_filename as the name of its model.py.
-        cfg.default_model_filename = ""
-        if not gpu_available:
-            for group in cfg.instance_group:
-                if group.kind == pb.ModelInstanceGroup.KIND_GPU:
-                    group.kind = pb.ModelInstanceGroup.KIND_CPU
-                    del group.gpus[:]
-                    result.warnings.append(
-                        f"{name}: no GPU is visible, so its KIND_GPU instance group runs as KIND_CPU"
-                    )
+        if not gpu_available and any(g.kind == pb.ModelInstanceGroup.KIND_GPU for g in cfg.instance_group):
+            result.warnings.append(f"{name}: no GPU is visible, so its KIND_GPU instance group runs as KIND_CPU")
+        cfg = served_config(cfg, gpu_available)
         target.mkdir()
         (target / "config.pbtxt").write_text(text_format.MessageToString(cfg))
         for extra in model_dir.iterdir():

@@ -1,0 +1,341 @@
+"""tsrepo tune: measure the config instead of guessing it.
+
+For one model: build the search space from the repository and the options, start (or reach) a
+server in explicit model-control mode, search it (quick or brute, see search.py) by swapping configs
+in without restarts, re-measure the finalists, compare the winner with the repository's own config
+measured the same way, and report. Everything the user gave is checked before any load is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+from tsrepo.client import bench, modelinfo, transport
+from tsrepo.errors import ClientError, TsrepoError, UsageError
+from tsrepo.tune import results as results_mod
+from tsrepo.tune import safety
+from tsrepo.tune.engine import Engine, served_config
+from tsrepo.tune.search import Goal, Objective, SearchResult, brute, quick
+from tsrepo.tune.space import Candidate, Space, current_candidate
+
+__all__ = ["Options", "Outcome", "Search", "tune"]
+
+DEFAULT_DELAYS_US = (0, 100, 500, 2000)
+DEFAULT_LEVELS = (1, 4, 16, 32)
+MAX_INSTANCES = 16
+MAX_LEVELS = 16
+
+
+class Search(str, Enum):
+    QUICK = "quick"
+    BRUTE = "brute"
+
+
+@dataclass
+class Options:
+    model: str
+    repo: Path = Path("model_repository")
+    url: str | None = None  # None: the local engine
+    protocol: str = "http"
+    objective: Objective = Objective.THROUGHPUT
+    p99_budget_ms: float | None = None
+    min_throughput: float | None = None
+    batch_size: int = 1
+    max_instances: int = 3
+    max_batch_size: int | None = None  # None: what the repository ships
+    delays_us: tuple[int, ...] = DEFAULT_DELAYS_US
+    threads: tuple[int, ...] = ()  # INTRA_OP_THREAD_COUNT values to try (empty: leave it)
+    levels: tuple[int, ...] = DEFAULT_LEVELS
+    search: Search = Search.QUICK
+    time_budget_min: float | None = None
+    resume: Path | None = None
+    json_path: Path | None = None
+    csv_path: Path | None = None
+    plot_path: Path | None = None
+    spec: Path | None = None  # for --write
+    write: bool = False
+    window_s: float = 1.0
+    warmup_s: float = 0.5
+    max_windows: int = 6
+    stability: float = 0.10
+
+
+@dataclass
+class Outcome:
+    run: results_mod.Run
+    goal: Goal
+    result: SearchResult
+    winner: Candidate | None
+    current: Candidate
+    better: bool  # the winner beats the current config by more than the noise
+    verdict: str
+    toml: str = ""  # the values to paste (or written, with --write)
+    notes: list[str] = field(default_factory=list)
+    swap_seconds: list[float] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.winner is not None else 1
+
+
+def _check(o: Options) -> None:
+    """Everything about the options that can be refused before any load is sent (exit 2)."""
+    if o.p99_budget_ms is not None and not (math.isfinite(o.p99_budget_ms) and o.p99_budget_ms > 0):
+        raise UsageError(f"`--p99-budget` must be a finite number of milliseconds > 0, got {o.p99_budget_ms!r}")
+    if o.min_throughput is not None and not (math.isfinite(o.min_throughput) and o.min_throughput > 0):
+        raise UsageError(f"`--min-throughput` must be a finite number > 0, got {o.min_throughput!r}")
+    if o.objective is Objective.LATENCY and o.min_throughput is None:
+        raise UsageError("`--objective latency` needs `--min-throughput` (the throughput the lowest p99 must reach)")
+    if not 1 <= o.max_instances <= MAX_INSTANCES:
+        raise UsageError(f"`--max-instances` must be from 1 to {MAX_INSTANCES}, got {o.max_instances}")
+    if o.max_batch_size is not None and not 1 <= o.max_batch_size <= 1024:
+        raise UsageError(f"`--max-batch-size` must be from 1 to 1024, got {o.max_batch_size}")
+    if not o.delays_us or any(d < 0 or d > 10_000_000 for d in o.delays_us):
+        raise UsageError(f"`--delays` must list queue delays from 0 to 10000000 µs, got {list(o.delays_us)}")
+    if any(t < 1 or t > 1024 for t in o.threads):
+        raise UsageError(f"`--threads` must list thread counts from 1 to 1024, got {list(o.threads)}")
+    if not o.levels or len(o.levels) > MAX_LEVELS or any(n < 1 or n > bench.MAX_CONCURRENCY for n in o.levels):
+        raise UsageError(
+            f"`--concurrency` must list 1 to {MAX_LEVELS} levels from 1 to {bench.MAX_CONCURRENCY},"
+            f" got {list(o.levels)}"
+        )
+    if o.time_budget_min is not None and not (math.isfinite(o.time_budget_min) and o.time_budget_min > 0):
+        raise UsageError(f"`--time-budget` must be a finite number of minutes > 0, got {o.time_budget_min!r}")
+    for path, option in ((o.json_path, "--json"), (o.csv_path, "--csv"), (o.plot_path, "--plot")):
+        results_mod.check_writable(path, option)
+    if o.plot_path is not None and Path(o.plot_path).suffix.lower() != ".png":
+        raise UsageError(f"`--plot` {o.plot_path}: the plot is a PNG; give a file name ending in .png")
+    if o.write:
+        spec = o.spec or Path("tsrepo.toml")
+        if not Path(spec).is_file():
+            raise UsageError(f"`--write` needs the spec the model was built from: {spec} not found (--spec)")
+        if not os.access(spec, os.W_OK):
+            raise UsageError(f"`--write`: {spec} is not writable")
+
+
+def _space(o: Options, info: modelinfo.ModelInfo, notes: list[str]) -> Space:
+    built = info.max_batch_size
+    if built == 0:
+        notes.append(f"{o.model} has no batch dimension (max_batch_size 0): only instance counts are tuned")
+        return Space(tuple(range(1, o.max_instances + 1)), (0,), (0,), tuple(o.threads) or (None,), True, 0)
+    top = o.max_batch_size or built
+    sizes = sorted({1 << k for k in range(0, 11) if (1 << k) <= top} | {top})
+    version = info.versions()[-1] if info.versions() else None
+    proven: list[int] = []
+    for m in sizes:
+        if m <= built or version is None:
+            if m <= built:
+                proven.append(m)
+            continue
+        proof = safety.prove(info, version, m)
+        if proof.safe:
+            proven.append(m)
+        else:
+            notes.append(f"max_batch_size {m} skipped: batch safety does not hold at that size ({proof.detail})")
+    if o.batch_size > max(proven):
+        raise UsageError(f"`--batch-size` {o.batch_size} exceeds every max_batch_size tried ({proven})")
+    proven = [m for m in proven if m >= o.batch_size]
+    return Space(
+        instances=tuple(range(1, o.max_instances + 1)),
+        max_batch_sizes=tuple(proven),
+        delays_us=tuple(sorted(set(o.delays_us))),
+        threads=tuple(o.threads) or (None,),
+        batching_off=True,
+        off_max_batch_size=built,
+    )
+
+
+@contextlib.contextmanager
+def _server(o: Options, info: modelinfo.ModelInfo, progress) -> Iterator[tuple[str, Callable]]:
+    """(url, served-config function): the local engine started for tuning, or the given server."""
+    if o.url is not None:
+        with transport.connect(o.url, o.protocol, timeout=10) as client:
+            client.wait_ready(10)
+            if not client.model_ready(o.model):
+                raise ClientError(f"model {o.model!r} is not ready on {o.url}")
+        yield o.url, lambda cfg: cfg
+        return
+    from tsrepo.serve import local, shadow
+    from tsrepo.serve.ports import free_ports
+
+    progress("starting the local engine in explicit model-control mode")
+    server = local.start(o.repo, free_ports(), model_control="explicit", load_models=[o.model], timeout=240)
+    gpu = local.gpu_visible()
+    try:
+        yield (server.grpc_url if o.protocol == "grpc" else server.http_url), lambda cfg: shadow.served_config(cfg, gpu)
+    finally:
+        server.stop()
+
+
+def tune(o: Options, progress: Callable[[str], None] = lambda _m: None) -> Outcome:
+    begin = time.monotonic()
+    _check(o)
+    info = modelinfo.load(o.repo, o.model, option="MODEL")
+    notes: list[str] = []
+    space = _space(o, info, notes)
+    goal = Goal(o.objective, o.p99_budget_ms, o.min_throughput)
+    levels = sorted(set(o.levels))
+    settings = {
+        "goal": {
+            "objective": goal.objective.value,
+            "p99_budget_ms": goal.p99_budget_ms,
+            "min_throughput": goal.min_throughput,
+        },
+        "levels": levels,
+        "search": Search(o.search).value,
+        "batch_size": o.batch_size,
+        "space": {
+            "instances": list(space.instances),
+            "max_batch_sizes": list(space.max_batch_sizes),
+            "delays_us": list(space.delays_us),
+            "threads": list(space.threads),
+        },
+    }
+    run = results_mod.resume(o.resume, o.model, settings) if o.resume else results_mod.Run(o.model, settings)
+    run.path = Path(o.resume or o.json_path) if (o.resume or o.json_path) else None
+    done = run.done()
+    current = current_candidate(info.config)
+    with _server(o, info, progress) as (url, served):
+        bench_settings = bench.Settings(
+            url=url,
+            model=o.model,
+            protocol=transport.parse_protocol(o.protocol),
+            batch_size=o.batch_size,
+            window=o.window_s,
+            warmup=o.warmup_s,
+            max_windows=o.max_windows,
+            stability=o.stability,
+        )
+        base = info.config
+        if o.url is not None:
+            with transport.connect(url, o.protocol, timeout=10) as client:
+                base = served_config(client.config(o.model))
+        engine = Engine(url, o.model, o.repo, base, served, bench_settings, progress=progress)
+        if o.time_budget_min is not None:
+            engine.deadline = begin + o.time_budget_min * 60
+
+        def measure(c: Candidate, lv: list[int], kind: str):
+            trial = engine.measure(c, lv, kind)
+            run.add(trial)
+            progress(f"{kind} {c.key()}: {goal.value(trial.levels) or 'misses the goal'}")
+            return trial
+
+        try:
+            if Search(o.search) is Search.BRUTE:
+                result = brute(space, goal, measure, levels, done=done)
+            else:
+                result = quick(space, goal, measure, levels, current, done=done)
+            current_trial = None
+            if not result.stopped:
+                # The repository's own config, measured the same way, is the bar the winner must clear.
+                current_trial = engine.measure(current, levels, "current")
+        finally:
+            with contextlib.suppress(TsrepoError):
+                engine.restore()
+    winner = result.winner.candidate if result.winner else None
+    outcome = Outcome(run, goal, result, winner, current, False, "", notes=notes, swap_seconds=list(engine.swaps))
+    if winner is None:
+        closest = results_mod.ranked(Goal(goal.objective), run.trials)[:3]
+        what = (
+            f"p99 <= {goal.p99_budget_ms:g} ms"
+            if goal.objective is Objective.THROUGHPUT
+            else f"throughput >= {goal.min_throughput:g}"
+        )
+        outcome.verdict = f"no config meets {what}" + (
+            "; closest: " + ", ".join(f"{t.candidate.key()}" for t in closest) if closest else ""
+        )
+    elif current_trial is not None:
+        noise = _noise(goal, result)
+        cur = goal.value(current_trial.levels)
+        ratio = goal.ratio(result.winner.levels, current_trial.levels)
+        if cur is None:
+            outcome.better = True
+            outcome.verdict = f"{winner.key()} meets the goal; the current config ({current.key()}) does not"
+        elif winner == current or ratio is None or ratio <= 1 + noise:
+            outcome.verdict = (
+                f"no better config found: the best, {winner.key()}, is within the noise ({noise:.0%}) of the current"
+                f" config {current.key()} (ratio {ratio or 1:.2f})"
+            )
+        else:
+            outcome.better = True
+            outcome.verdict = (
+                f"{winner.key()} beats the current config {current.key()} by {ratio:.2f}x (noise {noise:.0%})"
+            )
+        run.current = current_trial.to_json()
+    else:
+        outcome.verdict = f"stopped early ({result.stopped}); best so far: {winner.key()}"
+        outcome.better = winner != current
+    run.winner = winner.key() if winner else None
+    run.verdict = outcome.verdict
+    run.save()
+    outcome.elapsed_s = time.monotonic() - begin
+    return outcome
+
+
+def _noise(goal: Goal, result: SearchResult) -> float:
+    """How much the same config's objective moved between its two measurements (at least 5%)."""
+    spreads = [0.05]
+    by_candidate: dict[Candidate, list[float]] = {}
+    for t in result.trials:
+        v = goal.value(t.levels)
+        if v is not None and t.kind in ("sweep", "final"):
+            by_candidate.setdefault(t.candidate, []).append(v)
+    for values in by_candidate.values():
+        if len(values) >= 2 and max(values) > 0:
+            spreads.append((max(values) - min(values)) / max(values))
+    return max(spreads)
+
+
+def apply_winner(o: Options, outcome: Outcome) -> str:
+    """The winning values as TOML for the model's [[model]] table; with --write, written into the spec
+    (comments kept) and the model's config rebuilt through the normal build path. Returns what to print."""
+    from tsrepo import spec as spec_mod
+    from tsrepo.tune import writeback
+
+    winner = outcome.winner
+    assert winner is not None
+    spec_path = Path(o.spec or "tsrepo.toml")
+    model_spec = None
+    if spec_path.is_file():
+        model_spec = next((m for m in spec_mod.load_spec(spec_path).models if m.name == o.model), None)
+    if model_spec is None:
+        if o.write:
+            raise UsageError(f"`--write`: {spec_path} has no model named {o.model!r} (--spec)")
+        values = {
+            "instance_group": [{"kind": "cpu", "count": winner.instances}],
+            "max_batch_size": winner.max_batch_size,
+            "dynamic_batching": {"max_queue_delay_microseconds": winner.delay_us} if winner.batching else False,
+        }
+        return writeback.as_toml(o.model, values)
+    values = writeback.changes(model_spec, winner)
+    if not values:
+        return f"# {spec_path}: model {o.model!r} already has the winning values"
+    if not o.write:
+        return writeback.as_toml(o.model, values) + "# (pass --write to write these into the spec and rebuild)"
+    writeback.write(spec_path, o.model, values)
+    rebuilt = rebuild_config(spec_path, o.model, o.repo)
+    return f"# wrote {', '.join(values)} for {o.model!r} into {spec_path}; rebuilt {rebuilt}"
+
+
+def rebuild_config(spec_path: Path, model: str, repo: Path) -> Path:
+    """Rebuild one model through `tsrepo build` into its newest version (force), so config.pbtxt follows the spec."""
+    import dataclasses
+
+    from tsrepo import build as build_mod
+    from tsrepo import repository
+    from tsrepo import spec as spec_mod
+
+    full = spec_mod.load_spec(spec_path)
+    (m,) = [m for m in full.models if m.name == model]
+    versions = repository.existing_versions(Path(repo) / model)
+    m = dataclasses.replace(m, version=versions[-1] if versions else m.version)
+    build_mod.build(spec_mod.RepoSpec((m,), full.origin), Path(repo), force=True)
+    return Path(repo) / model / repository.CONFIG_FILE

@@ -1,0 +1,243 @@
+"""Objectives and searches: brute force over the grid, and the quick search.
+
+A trial is one candidate measured at some client concurrency levels. Only stable, error-free
+levels count. The throughput objective is the highest throughput whose p99 is within the budget;
+the latency objective is the lowest p99 at a throughput of at least the floor.
+
+Quick search (the default) is hill climbing, like Model Analyzer's quick mode, made cheaper in two
+ways: each step probes a candidate at one concurrency (2 x max_batch_size x instances, Model
+Analyzer's rule, capped) instead of a sweep, and a point is measured once however often the climb
+comes back to it. The best few probed points are then swept at every level and re-measured, and
+the winner is chosen from those sweeps alone, the same measurement brute force uses, so the two
+searches' objectives compare like with like.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from tsrepo.tune.space import Candidate, Space
+
+
+class Objective(str, Enum):
+    THROUGHPUT = "throughput"
+    LATENCY = "latency"
+
+
+@dataclass(frozen=True)
+class Level:
+    concurrency: int
+    throughput: float  # inferences/s
+    p50_ms: float
+    p99_ms: float
+    stable: bool
+    errors: int = 0
+
+    def counts(self) -> bool:
+        return self.stable and self.errors == 0 and math.isfinite(self.p99_ms) and self.throughput > 0
+
+    def to_json(self) -> dict:
+        return vars(self).copy()
+
+
+@dataclass
+class Trial:
+    candidate: Candidate
+    levels: list[Level]
+    kind: str  # probe | sweep | final
+    swap_s: float = 0.0  # how long loading this config took on the server
+    seconds: float = 0.0  # wall time of the whole trial, swap included
+    note: str = ""
+
+    def to_json(self) -> dict:
+        return {
+            "candidate": self.candidate.to_json(),
+            "key": self.candidate.key(),
+            "kind": self.kind,
+            "swap_s": self.swap_s,
+            "seconds": self.seconds,
+            "note": self.note,
+            "levels": [lv.to_json() for lv in self.levels],
+        }
+
+    @classmethod
+    def from_json(cls, doc: dict) -> Trial:
+        return cls(
+            Candidate.from_json(doc["candidate"]),
+            [Level(**lv) for lv in doc["levels"]],
+            doc["kind"],
+            float(doc.get("swap_s", 0.0)),
+            float(doc.get("seconds", 0.0)),
+            doc.get("note", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Goal:
+    objective: Objective = Objective.THROUGHPUT
+    p99_budget_ms: float | None = None
+    min_throughput: float | None = None  # for the latency objective
+
+    def best_level(self, levels: list[Level]) -> Level | None:
+        ok = [lv for lv in levels if lv.counts()]
+        if self.objective is Objective.THROUGHPUT:
+            ok = [lv for lv in ok if self.p99_budget_ms is None or lv.p99_ms <= self.p99_budget_ms]
+            return max(ok, key=lambda lv: lv.throughput, default=None)
+        ok = [lv for lv in ok if self.min_throughput is None or lv.throughput >= self.min_throughput]
+        return min(ok, key=lambda lv: lv.p99_ms, default=None)
+
+    def score(self, levels: list[Level]) -> float | None:
+        """Higher is better; None when no level meets the goal."""
+        best = self.best_level(levels)
+        if best is None:
+            return None
+        return best.throughput if self.objective is Objective.THROUGHPUT else -best.p99_ms
+
+    def value(self, levels: list[Level]) -> float | None:
+        """The objective in its own unit (infer/s, or p99 ms) for reports."""
+        best = self.best_level(levels)
+        if best is None:
+            return None
+        return best.throughput if self.objective is Objective.THROUGHPUT else best.p99_ms
+
+    def ratio(self, found: list[Level], reference: list[Level]) -> float | None:
+        """found's objective as a fraction of reference's (1.0 = as good; for latency, reference p99 / found p99)."""
+        a, b = self.value(found), self.value(reference)
+        if a is None or b is None or a == 0 or b == 0:
+            return None
+        return a / b if self.objective is Objective.THROUGHPUT else b / a
+
+
+Measure = Callable[[Candidate, list[int], str], Trial]  # (candidate, levels, kind) -> Trial
+
+
+@dataclass
+class SearchResult:
+    trials: list[Trial] = field(default_factory=list)
+    finalists: list[Trial] = field(default_factory=list)  # the re-measured sweeps the winner is chosen from
+    winner: Trial | None = None
+    stopped: str = ""  # why the search ended early (time budget, interrupt), else empty
+
+
+def probe_level(c: Candidate, max_concurrency: int) -> int:
+    return max(1, min(max_concurrency, 2 * c.max_batch_size * c.instances if c.batching else 2 * c.instances))
+
+
+class Stop(Exception):
+    """Raised by a measure function (or the budget check) to end the search cleanly with what was found."""
+
+
+def _finalise(goal: Goal, measure: Measure, ranked: list[Trial], levels: list[int], top: int, result: SearchResult):
+    """Re-measure the best `top` sweeps and keep, per candidate, the worse of the two objectives:
+    a config is only as good as it reliably is."""
+    for trial in ranked[:top]:
+        # Re-measure where it counts: the level that won and the next one up (which the first
+        # measurement may have just missed the budget at).
+        best = goal.best_level(trial.levels)
+        higher = [lv for lv in levels if lv > best.concurrency]
+        again = measure(trial.candidate, [best.concurrency, *higher[:1]], "final")
+        result.trials.append(again)
+        pair = [trial, again]
+        worst = min(pair, key=lambda t: goal.score(t.levels) if goal.score(t.levels) is not None else -math.inf)
+        result.finalists.append(worst)
+    scored = [t for t in result.finalists if goal.score(t.levels) is not None]
+    result.winner = max(scored, key=lambda t: goal.score(t.levels), default=None)
+
+
+def _rank(goal: Goal, trials: list[Trial]) -> list[Trial]:
+    scored = [t for t in trials if goal.score(t.levels) is not None]
+    return sorted(scored, key=lambda t: goal.score(t.levels), reverse=True)
+
+
+def brute(space: Space, goal: Goal, measure: Measure, levels: list[int], top: int = 3, done=None) -> SearchResult:
+    """Sweep every grid point at every level; re-measure the best `top`."""
+    result = SearchResult()
+    done = done or {}
+    try:
+        for c in space.grid():
+            trial = done.get((c, "sweep")) or measure(c, levels, "sweep")
+            result.trials.append(trial)
+        _finalise(goal, measure, _rank(goal, [t for t in result.trials if t.kind == "sweep"]), levels, top, result)
+    except Stop as e:
+        result.stopped = str(e)
+        ranked = _rank(goal, [t for t in result.trials if t.kind in ("sweep", "final")])
+        result.winner = ranked[0] if ranked else None
+    return result
+
+
+def quick(
+    space: Space,
+    goal: Goal,
+    measure: Measure,
+    levels: list[int],
+    start: Candidate,
+    top: int = 2,
+    max_steps: int = 20,
+    min_gain: float = 0.02,
+    done=None,
+) -> SearchResult:
+    """Hill climbing on one-level probes from `start`, then sweeps and re-measures of the best few."""
+    result = SearchResult()
+    done = done or {}
+    probes: dict[Candidate, Trial] = {}
+    max_c = max(levels)
+
+    def probe(c: Candidate) -> Trial:
+        if c not in probes:
+            trial = done.get((c, "probe"))
+            if trial is None:
+                level = probe_level(c, max_c)
+                trial = measure(c, [level], "probe")
+                # Under a latency budget, a probe at high concurrency can miss the budget that a lower
+                # concurrency meets: halve until it is met (the config stays loaded, so this is cheap).
+                while goal.score(trial.levels) is None and level > 1 and goal.p99_budget_ms is not None:
+                    level = max(1, level // 2)
+                    more = measure(c, [level], "probe")
+                    trial = Trial(
+                        c,
+                        trial.levels + more.levels,
+                        "probe",
+                        trial.swap_s + more.swap_s,
+                        trial.seconds + more.seconds,
+                        trial.note or more.note,
+                    )
+            probes[c] = trial
+            result.trials.append(trial)
+        return probes[c]
+
+    def score(c: Candidate) -> float:
+        s = goal.score(probe(c).levels)
+        return -math.inf if s is None else s
+
+    try:
+        current = space.canonical(start) if space.contains(space.canonical(start)) else space.grid()[0]
+        current_score = score(current)
+        for _ in range(max_steps):
+            best, best_score = current, current_score
+            for n in space.neighbours(current):
+                s = score(n)
+                if s > best_score:
+                    best, best_score = n, s
+            # Move only on a clear gain: a step inside the noise is not a better config.
+            finite = math.isfinite(current_score) and current_score
+            gain = (best_score - current_score) / abs(current_score) if finite else math.inf
+            if best == current or (math.isfinite(best_score) and gain < min_gain):
+                break
+            current, current_score = best, best_score
+        ranked = sorted(probes.values(), key=lambda t: goal.score(t.levels) or -math.inf, reverse=True)
+        sweeps = []
+        for t in ranked[:top]:
+            if goal.score(t.levels) is None:
+                continue
+            sweep = done.get((t.candidate, "sweep")) or measure(t.candidate, levels, "sweep")
+            result.trials.append(sweep)
+            sweeps.append(sweep)
+        _finalise(goal, measure, _rank(goal, sweeps), levels, top, result)
+    except Stop as e:
+        result.stopped = str(e)
+        ranked = _rank(goal, [t for t in result.trials if t.kind in ("sweep", "final")])
+        result.winner = ranked[0] if ranked else None
+    return result

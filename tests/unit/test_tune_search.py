@@ -1,0 +1,157 @@
+"""The tune search on synthetic servers: deterministic landscapes whose best config is known, so the
+search logic is tested apart from the (noisy) measurement. The real-server behaviour is tested in
+tests/integration/test_tune.py and measured in benchmarks/tune_quick_vs_brute.py."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from tsrepo.errors import UsageError
+from tsrepo.tune.search import Goal, Level, Objective, Stop, Trial, brute, probe_level, quick
+from tsrepo.tune.space import Candidate, Space
+
+SPACE = Space(
+    instances=(1, 2, 3, 4),
+    max_batch_sizes=(1, 2, 4, 8, 16, 32),
+    delays_us=(0, 100, 500, 2000),
+    off_max_batch_size=8,
+)
+LEVELS = [1, 4, 16, 64]
+
+
+def batching_pays(c: Candidate, concurrency: int) -> Level:
+    """A server on 2 cores: instances help up to 2, batching multiplies per-execution work."""
+    per_exec_ms = 1.0
+    cores = min(c.instances, 2)
+    if c.batching:
+        batch = min(c.max_batch_size, max(1, concurrency // cores))
+        exec_ms = per_exec_ms * (0.3 + 0.7 * batch ** 0.3) + c.delay_us / 1000 * 0.2
+        capacity = cores * batch / exec_ms * 1000 * (1 - 0.05 * max(0, c.instances - 2))
+    else:
+        capacity = cores / per_exec_ms * 1000 * (1 - 0.05 * max(0, c.instances - 2))
+    throughput = min(capacity, concurrency / (per_exec_ms + 0.2) * 1000)
+    p99 = concurrency / throughput * 1000 * 1.5 + c.delay_us / 1000
+    return Level(concurrency, throughput, p99 / 1.5, p99, True)
+
+
+def batching_does_not_pay(c: Candidate, concurrency: int) -> Level:
+    level = batching_pays(c, concurrency)
+    if c.batching:  # every batch costs as much as its rows run alone, plus the delay
+        t = min(2000.0 * min(c.instances, 2), level.throughput)
+        return Level(concurrency, t, level.p50_ms + c.delay_us / 1000, level.p99_ms + c.delay_us / 500, True)
+    return level
+
+
+class Fake:
+    """A measure function over a landscape that counts what it measured."""
+
+    def __init__(self, landscape):
+        self.landscape = landscape
+        self.level_measurements = 0
+        self.calls: list[tuple[Candidate, str]] = []
+
+    def __call__(self, c: Candidate, levels: list[int], kind: str) -> Trial:
+        self.calls.append((c, kind))
+        self.level_measurements += len(levels)
+        return Trial(c, [self.landscape(c, n) for n in levels], kind)
+
+
+@pytest.mark.parametrize("landscape", [batching_pays, batching_does_not_pay])
+@pytest.mark.parametrize("budget", [None, 20.0, 5.0])
+def test_quick_finds_95_percent_of_brutes_best_at_a_tenth_of_the_cost(landscape, budget):
+    goal = Goal(Objective.THROUGHPUT, budget)
+    b_fake, q_fake = Fake(landscape), Fake(landscape)
+    b = brute(SPACE, goal, b_fake, LEVELS)
+    q = quick(SPACE, goal, q_fake, LEVELS, Candidate(1, 8, False))
+    assert b.winner is not None and q.winner is not None
+    assert goal.ratio(q.winner.levels, b.winner.levels) >= 0.95
+    assert q_fake.level_measurements <= 0.10 * b_fake.level_measurements
+
+
+def test_the_budget_is_respected_by_the_winner():
+    goal = Goal(Objective.THROUGHPUT, 2.5)
+    result = quick(SPACE, goal, Fake(batching_pays), LEVELS, Candidate(1, 8, False))
+    best = goal.best_level(result.winner.levels)
+    assert best.p99_ms <= 2.5
+    # a looser budget admits a higher throughput
+    loose = quick(SPACE, Goal(Objective.THROUGHPUT, 50.0), Fake(batching_pays), LEVELS, Candidate(1, 8, False))
+    assert goal.value(result.winner.levels) < Goal(Objective.THROUGHPUT, 50.0).value(loose.winner.levels)
+
+
+def test_an_impossible_budget_has_no_winner():
+    result = brute(SPACE, Goal(Objective.THROUGHPUT, 0.001), Fake(batching_pays), LEVELS)
+    assert result.winner is None
+
+
+def test_the_latency_objective_finds_the_lowest_p99_at_the_required_throughput():
+    goal = Goal(Objective.LATENCY, min_throughput=1500)
+    result = brute(SPACE, goal, Fake(batching_pays), LEVELS)
+    best = goal.best_level(result.winner.levels)
+    assert best.throughput >= 1500
+    every = [goal.best_level(t.levels) for t in result.trials if goal.best_level(t.levels)]
+    assert math.isclose(best.p99_ms, min(lv.p99_ms for lv in every))
+
+
+def test_unstable_or_failing_levels_never_count():
+    goal = Goal(Objective.THROUGHPUT)
+    levels = [Level(1, 5000, 1, 2, stable=False), Level(4, 9000, 1, 2, stable=True, errors=3), Level(16, 100, 1, 2, True)]
+    assert goal.value(levels) == 100
+
+
+def test_finalists_are_re_measured_and_a_search_measures_each_point_once():
+    fake = Fake(batching_pays)
+    result = quick(SPACE, Goal(), fake, LEVELS, Candidate(1, 8, False))
+    probes = [c for c, kind in fake.calls if kind == "probe"]
+    assert len(probes) == len(set(probes))
+    finals = [c for c, kind in fake.calls if kind == "final"]
+    assert result.winner.candidate in finals and 1 <= len(finals) <= 3
+
+
+def test_resume_reuses_finished_trials_without_measuring_them_again():
+    first = Fake(batching_pays)
+    done_result = brute(SPACE, Goal(), first, LEVELS)
+    done = {(t.candidate, t.kind): t for t in done_result.trials if t.kind == "sweep"}
+    second = Fake(batching_pays)
+    again = brute(SPACE, Goal(), second, LEVELS, done=done)
+    assert [k for _, k in second.calls] == ["final"] * 3
+    assert again.winner.candidate == done_result.winner.candidate
+
+
+def test_a_stop_ends_the_search_with_the_best_so_far():
+    fake = Fake(batching_pays)
+
+    def stopping(c, levels, kind):
+        if len(fake.calls) >= 5:
+            raise Stop("time budget of 0.1 min reached")
+        return fake(c, levels, kind)
+
+    result = brute(SPACE, Goal(), stopping, LEVELS)
+    assert result.stopped.startswith("time budget") and result.winner is not None
+    assert len(result.trials) == 5
+
+
+def test_neighbours_step_one_axis_and_stay_in_the_grid():
+    c = Candidate(2, 8, True, 100)
+    grid = set(SPACE.grid())
+    for n in SPACE.neighbours(c):
+        assert n in grid
+        changed = [f for f in ("instances", "max_batch_size", "batching", "delay_us") if getattr(n, f) != getattr(c, f)]
+        assert len(changed) == 1 or changed == ["batching", "delay_us"]
+
+
+def test_batching_off_points_are_not_multiplied_by_max_batch_size():
+    off = [c for c in SPACE.grid() if not c.batching]
+    assert len(off) == len(SPACE.instances) and {c.max_batch_size for c in off} == {8}
+
+
+def test_probe_concurrency_follows_model_analyzers_rule_capped():
+    assert probe_level(Candidate(2, 8, True, 0), 64) == 32
+    assert probe_level(Candidate(3, 32, True, 0), 64) == 64
+    assert probe_level(Candidate(1, 8, False), 64) == 2
+
+
+def test_an_empty_axis_is_a_usage_error():
+    with pytest.raises(UsageError, match="empty"):
+        Space(instances=(), max_batch_sizes=(1,), delays_us=(0,))
