@@ -294,3 +294,51 @@ def test_materialize_leaves_out_a_version_its_record_does_not_list(repos, s3_end
     copy = s3.materialize(uri, s3_endpoint, cache=tmp_path / "cache", warn=warnings.append)
     assert not (copy / "lin_a" / "7").exists() and (copy / "lin_a" / "1" / "model.pt").is_file()
     assert len(warnings) == 1 and "version 7 of 'lin_a'" in warnings[0]
+
+
+def test_serve_and_validate_run_on_a_pushed_repository(repos, s3_endpoint, bucket, aws_env, tmp_path):
+    """`tsrepo serve --repo s3://...` and `tsrepo validate --repo s3://...`, as a user runs them."""
+    import urllib.request
+
+    from tsrepo.serve.ports import free_ports
+
+    old, _ = repos
+    uri = f"s3://{s3_endpoint}/{bucket}/repo"
+    assert CliRunner().invoke(main, ["push", str(old), uri]).exit_code == 0
+    ports = free_ports()
+    env = {
+        **os.environ,
+        **aws_env,
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+    }
+    port_args = ["--http-port", str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics)]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tsrepo", "serve", "--repo", uri, *port_args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{ports.http}/v2/health/ready", timeout=1).status == 200:
+                    break
+            except OSError:
+                assert server.poll() is None, server.stdout.read().decode()
+                time.sleep(0.3)
+        validate = subprocess.run(
+            [sys.executable, "-m", "tsrepo", "validate", "--repo", uri, "--url", f"127.0.0.1:{ports.http}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert validate.returncode == 0, validate.stdout + validate.stderr
+        assert "pass" in validate.stderr and "lin_a" in validate.stderr and "lin_b" in validate.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    assert server.returncode == 0

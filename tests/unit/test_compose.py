@@ -94,9 +94,14 @@ def test_container_choice_is_the_oldest_release_that_loads_the_export(torch_vers
 
 
 def test_torch_newer_than_every_known_container_warns():
-    choice = containers.choose("2.13.0+cpu", 3)
+    choice = containers.choose("2.99.0+cpu", 3)
     assert choice.release == containers.RELEASES[-1][0]
-    assert "newer than" in choice.warning and "2.13.0" in choice.warning and "file format 3" in choice.warning
+    assert "newer than" in choice.warning and "2.99.0" in choice.warning and "file format 3" in choice.warning
+
+
+def test_torch_2_13_exports_pick_the_first_release_on_libtorch_2_13():
+    choice = containers.choose("2.13.0+cpu", 3)
+    assert choice.release == "26.07" and choice.container_torch.startswith("2.13")
 
 
 def _repo(tmp_path: Path, torch_version: str = "2.5.1") -> Path:

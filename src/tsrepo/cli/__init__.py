@@ -43,9 +43,31 @@ class PathParam(click.Path):
         return super().convert(value, param, ctx)
 
 
+class RepoParam(PathParam):
+    """A local folder, or an s3:// URI kept as text (a Path would fold its '//'); serve, validate and
+    bench fetch an s3:// repository into a verified local snapshot (tsrepo.deploy.s3.materialize)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.startswith("s3://"):
+            return value
+        return super().convert(value, param, ctx)
+
+
 def repo_option(help_text: str):
-    """The --repo option the serving and client commands share."""
-    return click.option("--repo", default="model_repository", show_default=True, type=PathParam(), help=help_text)
+    """The --repo option the serving and client commands share (a folder, or s3://bucket/prefix)."""
+    return click.option("--repo", default="model_repository", show_default=True, type=RepoParam(), help=help_text)
+
+
+def local_repo(repo, console=None):
+    """--repo as a local folder: an s3:// repository is fetched (verified against tsrepo.json) first."""
+    if not isinstance(repo, str):
+        return repo
+    from rich.markup import escape
+
+    from tsrepo.deploy.s3 import materialize
+
+    warn = (lambda m: console.print(f"[yellow]warning:[/] {escape(m)}")) if console is not None else (lambda _m: None)
+    return materialize(repo, warn=warn)
 
 
 def _console():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from tsrepo.cli import _console, main, repo_option
+from tsrepo.cli import _console, local_repo, main, repo_option
 from tsrepo.cli.options import MAX_SECONDS, Finite, output_path, usage
 from tsrepo.errors import TsrepoError, UsageError
 
@@ -96,6 +96,7 @@ def validate(repo, url, protocol, models, samples, rtol, atol, timeout, as_json)
     from tsrepo.client import validate as validate_mod
 
     console = _console()
+    repo = local_repo(repo, console)
     with console.status("validating") as status:
         results = validate_mod.validate(
             url,
@@ -268,6 +269,7 @@ def bench(
         poisson=poisson,
     )
     console = _console()
+    repo = local_repo(repo, console)
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
     ) as progress:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from tsrepo.cli import _console, main, repo_option
+from tsrepo.cli import _console, local_repo, main, repo_option
 
 PORT = click.IntRange(1, 65535)
 
@@ -61,6 +61,7 @@ def serve(repo, engine, http_port, grpc_port, metrics_port, exit_on_error, timeo
 
     runner.sigterm_as_interrupt()
     console = _console()
+    repo = local_repo(repo, console)
     try:
         with console.status("starting tritonserver") as status:
             handle = runner.start(

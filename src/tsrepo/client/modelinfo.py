@@ -9,12 +9,12 @@ import numpy as np
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tsrepo import dtypes, sampling
+from tsrepo import dtypes, modelfile, sampling
 from tsrepo.client import inputdata
 from tsrepo.errors import TsrepoError, UsageError
 from tsrepo.meta import ModelMeta
 from tsrepo.meta import load_model as load_meta
-from tsrepo.repository import CONFIG_FILE, META_FILE, MODEL_FILE, existing_versions
+from tsrepo.repository import CONFIG_FILE, META_FILE, existing_versions
 from tsrepo.spec import NAME_RE
 
 
@@ -63,7 +63,7 @@ class ModelInfo:
         return existing_versions(self.folder)
 
     def model_path(self, version: int) -> Path:
-        return self.folder / str(version) / MODEL_FILE
+        return self.folder / str(version) / modelfile.file_name(self.config)
 
     def sample(self, rng: np.random.Generator, batch: int, size: str = "mid") -> dict[str, np.ndarray]:
         """Inputs drawn from the signature: dynamic dims at min, mid, max or random; ranges respected.

@@ -11,7 +11,7 @@ import numpy as np
 from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as pb
 
-from tsrepo import compare
+from tsrepo import compare, modelfile
 from tsrepo.client import modelinfo, transport
 from tsrepo.errors import ClientError, ServerRefused, ServerTimeout, ServerUnreachable
 
@@ -187,7 +187,7 @@ def validate_model(
     recorded = info.recorded_sha256(version)
     if recorded and hashlib.sha256(path.read_bytes()).hexdigest() != recorded:
         result.notes.append(f"{path} differs from the file tsrepo build wrote (sha256)")
-    module = torch.jit.load(str(path), map_location="cpu").eval()
+    module = modelfile.load(path)
     ordered = sorted(info.inputs, key=lambda t: t.argument)
     rng = np.random.default_rng(seed)
     mbs = info.max_batch_size
@@ -196,9 +196,7 @@ def validate_model(
     for k in range(samples):
         size, batch = sizes[k % len(sizes)], batches[k % len(batches)]
         arrays = info.sample(rng, batch, size)
-        with torch.no_grad():
-            local_out = module(*[torch.from_numpy(t.for_model(arrays[t.name], mbs > 0)) for t in ordered])
-        local_out = local_out if isinstance(local_out, tuple) else (local_out,)
+        local_out = modelfile.run(module, [torch.from_numpy(t.for_model(arrays[t.name], mbs > 0)) for t in ordered])
         expected = {}
         reshaped = {o.name: list(o.dims) for o in info.config.output if o.HasField("reshape")}
         for oname, value in zip(info.outputs, local_out, strict=False):

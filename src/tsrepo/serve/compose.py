@@ -106,7 +106,9 @@ def plan(repo: Path, compose_file: Path) -> Plan:
             f"{repo}: no model has a tsrepo.json with the torch version that exported it, so no container"
             " can be chosen; build the repository with `tsrepo build`"
         )
-    choice = containers.choose(torch_version, file_format)
+    aoti = [cfg for _d, cfg in models if cfg.platform == "torch_aoti"]
+    batched = any(cfg.max_batch_size > 1 and cfg.HasField("dynamic_batching") for cfg in aoti)
+    choice = containers.choose(torch_version, file_format, aoti=bool(aoti), aoti_batched=batched)
     warnings = [choice.warning] if choice.warning else []
     if unknown:
         warnings.append(

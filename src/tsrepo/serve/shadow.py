@@ -6,7 +6,10 @@ bad one is refused (exit 2, naming the file) before any server starts or any fil
 The shadow repository re-points it at the Python backend: each `pytorch_libtorch` model keeps its
 exact config (name, inputs, outputs, dims, max_batch_size, dynamic batching, instance count,
 parameters) with only the backend changed to `python`; a generated `model.py` loads the same
-`model.pt` (linked, not copied). `KIND_GPU` becomes `KIND_CPU` only when no GPU is visible. Models of
+`model.pt` (linked, not copied). A `torch_aoti` model (an AOTInductor `model.pt2`, PyTorch backend
+26.03+) is shadowed the same way: the runner loads the package with `torch._inductor.aoti_load_package`
+and binds INPUT__i / OUTPUT__i by position. `KIND_GPU` becomes `KIND_CPU` only when no GPU is visible
+(a package compiled for CUDA cannot run there: its load fails and the server names it). Models of
 other backends are linked as they are. The user's repository is never written to.
 """
 
@@ -23,11 +26,13 @@ from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tsrepo import config as config_mod
+from tsrepo import modelfile
 from tsrepo.errors import ServeError
 from tsrepo.spec import NAME_RE
 
 MODEL_TEMPLATE = "model.py.j2"
 LIBTORCH_FILE = "model.pt"
+AOTI_FILE = "model.pt2"  # the PyTorch backend's default for platform torch_aoti (26.03+)
 # Triton reads only folders named by a plain decimal number as versions (str.isdigit also takes "²").
 VERSION_RE = re.compile(r"[0-9]+")
 
@@ -40,7 +45,12 @@ class ShadowResult:
 
 
 def is_libtorch(cfg: pb.ModelConfig) -> bool:
-    return cfg.platform == "pytorch_libtorch" or cfg.backend == "pytorch"
+    """Served by the PyTorch backend: TorchScript (pytorch_libtorch) or an AOTInductor package (torch_aoti)."""
+    return cfg.platform in ("pytorch_libtorch", "torch_aoti") or cfg.backend == "pytorch"
+
+
+def is_aoti(cfg: pb.ModelConfig) -> bool:
+    return cfg.platform == "torch_aoti"
 
 
 def model_dirs(repo: Path) -> list[Path]:
@@ -102,7 +112,7 @@ def version_dirs(model_dir: Path) -> list[Path]:
 
 
 def libtorch_file(cfg: pb.ModelConfig) -> str:
-    return cfg.default_model_filename or LIBTORCH_FILE
+    return modelfile.file_name(cfg)
 
 
 def runner_template(templates: Path | None = None) -> jinja2.Template:
@@ -122,9 +132,9 @@ def runner_template(templates: Path | None = None) -> jinja2.Template:
         raise ServeError(f"{path}: cannot be read as UTF-8 text ({e})") from None
 
 
-def render_runner(template: jinja2.Template, model_name: str) -> str:
+def render_runner(template: jinja2.Template, model_name: str, model_file: str = LIBTORCH_FILE) -> str:
     try:
-        text = template.render(model_name=model_name, model_file=LIBTORCH_FILE)
+        text = template.render(model_name=model_name, model_file=model_file)
     except jinja2.UndefinedError as e:
         raise ServeError(f"{template.filename}: uses an undefined value: {e.message}") from None
     except Exception as e:  # a user's template evaluates expressions: any failure there is theirs to fix
@@ -146,7 +156,8 @@ def read_model(model_dir: Path) -> tuple[pb.ModelConfig, list[Path]]:
         for v in versions:
             model_file = v / libtorch_file(cfg)
             if not model_file.is_file():
-                raise ServeError(f"{model_file}: missing; the libtorch backend loads this file for version {v.name}")
+                backend = "torch_aoti" if is_aoti(cfg) else "libtorch"
+                raise ServeError(f"{model_file}: missing; the {backend} backend loads this file for version {v.name}")
     return cfg, versions
 
 
@@ -186,6 +197,8 @@ def build_shadow(repo: Path, dest: Path, gpu_available: bool, templates: Path | 
             os.symlink(model_dir.resolve(), target)
             continue
         source_file = libtorch_file(cfg)
+        # The runner finds the file under the backend's default name and loads it by its kind.
+        shadow_file = AOTI_FILE if is_aoti(cfg) else LIBTORCH_FILE
         if not gpu_available and any(g.kind == pb.ModelInstanceGroup.KIND_GPU for g in cfg.instance_group):
             result.warnings.append(f"{name}: no GPU is visible, so its KIND_GPU instance group runs as KIND_CPU")
         cfg = served_config(cfg, gpu_available)
@@ -196,11 +209,11 @@ def build_shadow(repo: Path, dest: Path, gpu_available: bool, templates: Path | 
             # Triton ignores files and non-numeric folders in a model folder.
             if extra.name != "config.pbtxt" and extra not in versions:
                 os.symlink(extra.resolve(), target / extra.name)
-        runner = render_runner(template, name)
+        runner = render_runner(template, name, shadow_file)
         for v in versions:
             (target / v.name).mkdir()
             (target / v.name / "model.py").write_text(runner)
-            os.symlink((v / source_file).resolve(), target / v.name / LIBTORCH_FILE)
+            os.symlink((v / source_file).resolve(), target / v.name / shadow_file)
     return result
 
 

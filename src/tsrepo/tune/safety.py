@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tsrepo import modelfile
 from tsrepo.client import modelinfo
 from tsrepo.compare import compare
 
@@ -27,18 +28,13 @@ def prove(info: modelinfo.ModelInfo, version: int, batch: int, seed: int = 0) ->
     """Run a batch of `batch` rows and each row alone through the model file; compare."""
     import torch
 
-    path = info.model_path(version)
-    if path.suffix != ".pt":
-        return Proof(batch, False, f"{path.name}: only TorchScript files can be re-proven here")
-    module = torch.jit.load(str(path), map_location="cpu").eval()
+    module = modelfile.load(info.model_path(version))
     ordered = sorted(info.inputs, key=lambda t: t.argument)
     arrays = info.sample(np.random.default_rng(seed), batch, "max")
 
     def run(rows: slice) -> list:
         args = [torch.from_numpy(np.ascontiguousarray(t.for_model(arrays[t.name][rows], True))) for t in ordered]
-        with torch.no_grad():
-            out = module(*args)
-        return list(out) if isinstance(out, tuple) else [out]
+        return modelfile.run(module, args)
 
     together = run(slice(0, batch))
     names = [f"output {i}" for i in range(len(together))]
