@@ -16,7 +16,7 @@ from tests.unit.test_aoti import aoti_cache, tiny_build  # noqa: E402, F401
 
 
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_a_served_aoti_package_validates_against_the_local_package(tiny_build, protocol):
+def test_a_served_aoti_package_validates_against_the_local_package(tiny_build, protocol):  # noqa: F811
     _spec, repo, _result = tiny_build
     server = local.start(repo, free_ports(), timeout=240)
     try:
