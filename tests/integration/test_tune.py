@@ -52,7 +52,7 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _options(repo: Path, **kw) -> tune_mod.Options:
-    base = dict(model="lin", repo=repo, max_instances=2, max_batch_size=4, delays_us=(0,), levels=(1, 4), **QUICK)
+    base = dict(model="lin", repo=repo, max_instances=2, max_batch_size=4, delays_us=(0,), levels=(1, 4), threads=(1,), **QUICK)
     base.update(kw)
     return tune_mod.Options(**base)
 
@@ -98,7 +98,7 @@ def test_the_winner_respects_the_budget_and_resume_measures_nothing_twice(tiny, 
 
 def test_an_impossible_budget_ends_with_exit_1_and_the_closest_configs(tiny, tmp_path):
     _, repo = tiny
-    args = ["--p99-budget", "0.000001", "--max-instances", "1", "--delays", "0", "--concurrency", "1", "--window", "0.2"]
+    args = ["--p99-budget", "1e-6", "--max-instances", "1", "--delays", "0", "--concurrency", "1", "--window", "0.2", "--threads", "1"]
     result = CliRunner().invoke(main, ["tune", "lin", "--repo", str(repo), *args])
     assert result.exit_code == 1, result.output
     assert "no config meets p99 <= 1e-06 ms" in result.output and "closest" in result.output

@@ -158,10 +158,25 @@ def tune(
         write=write,
         window_s=window,
     )
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     console = _console()
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     try:
-        with console.status("tuning") as status:
-            outcome = tune_mod.tune(options, progress=lambda m: status.update(escape(m)))
+        with Progress(*columns, TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True) as bar:
+            task = bar.add_task(f"tune {model}", total=None)
+            outcome = tune_mod.tune(
+                options,
+                progress=lambda m: bar.update(task, description=escape(m)),
+                on_trial=lambda done, total, m: bar.update(task, completed=done, total=total, description=escape(m)),
+            )
     except KeyboardInterrupt:
         click.echo("interrupted; the JSON file (--json) can be resumed with --resume", err=True)
         sys.exit(130)

@@ -125,7 +125,7 @@ def _space(o: Options, info: modelinfo.ModelInfo, notes: list[str]) -> Space:
     built = info.max_batch_size
     if built == 0:
         notes.append(f"{o.model} has no batch dimension (max_batch_size 0): only instance counts are tuned")
-        return Space(tuple(range(1, o.max_instances + 1)), (0,), (0,), tuple(o.threads) or (None,), True, 0)
+        return Space(tuple(range(1, o.max_instances + 1)), (0,), (0,), _threads(o, notes), True, 0)
     top = o.max_batch_size or built
     sizes = sorted({1 << k for k in range(0, 11) if (1 << k) <= top} | {top})
     version = info.versions()[-1] if info.versions() else None
@@ -147,10 +147,25 @@ def _space(o: Options, info: modelinfo.ModelInfo, notes: list[str]) -> Space:
         instances=tuple(range(1, o.max_instances + 1)),
         max_batch_sizes=tuple(proven),
         delays_us=tuple(sorted(set(o.delays_us))),
-        threads=tuple(o.threads) or (None,),
+        threads=_threads(o, notes),
         batching_off=True,
         off_max_batch_size=built,
     )
+
+
+def _threads(o: Options, notes: list[str]) -> tuple[int | None, ...]:
+    """The INTRA_OP_THREAD_COUNT axis. On the local CPU engine the default tries torch's own default
+    (every core, kept as None: the parameter is left out) against 1 thread per instance, which stops
+    several instances from fighting over the same cores."""
+    if o.threads:
+        return tuple(o.threads)
+    if o.url is None:
+        from tsrepo.serve.local import gpu_visible
+
+        if not gpu_visible():
+            notes.append("CPU engine: INTRA_OP_THREAD_COUNT is tried at torch's default and at 1 (--threads to choose)")
+            return (None, 1)
+    return (None,)
 
 
 @contextlib.contextmanager
@@ -175,7 +190,25 @@ def _server(o: Options, info: modelinfo.ModelInfo, progress) -> Iterator[tuple[s
         server.stop()
 
 
-def tune(o: Options, progress: Callable[[str], None] = lambda _m: None) -> Outcome:
+def _expected_trials(space: Space, search: Search, top: int = 3) -> int:
+    """How many trials a search will take, for the ETA: exact for brute; for quick, a climb of about
+    three steps over the neighbours, then two sweeps and two re-measures."""
+    grid = space.grid()
+    if search is Search.BRUTE:
+        return len(grid) + top
+    if not grid:
+        return 1
+    sample = grid[len(grid) // 2]
+    return min(len(grid), 1 + 3 * len(space.neighbours(sample))) + 4
+
+
+def tune(
+    o: Options,
+    progress: Callable[[str], None] = lambda _m: None,
+    on_trial: Callable[[int, int, str], None] = lambda _done, _total, _m: None,
+) -> Outcome:
+    """Search MODEL's config space on a server. `progress` gets status lines; `on_trial(done, expected,
+    line)` is called after each trial (expected is an estimate for quick search)."""
     begin = time.monotonic()
     _check(o)
     info = modelinfo.load(o.repo, o.model, option="MODEL")
@@ -222,10 +255,17 @@ def tune(o: Options, progress: Callable[[str], None] = lambda _m: None) -> Outco
         if o.time_budget_min is not None:
             engine.deadline = begin + o.time_budget_min * 60
 
+        expected = _expected_trials(space, Search(o.search))
+        count = 0
+
         def measure(c: Candidate, lv: list[int], kind: str):
+            nonlocal count
             trial = engine.measure(c, lv, kind)
             run.add(trial)
-            progress(f"{kind} {c.key()}: {goal.value(trial.levels) or 'misses the goal'}")
+            count += 1
+            value = goal.value(trial.levels)
+            shown = "misses the goal" if value is None else f"{value:.1f}"
+            on_trial(count, max(expected, count + 1), f"{kind} {c.key()}: {shown}")
             return trial
 
         try:

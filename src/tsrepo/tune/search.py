@@ -4,12 +4,14 @@ A trial is one candidate measured at some client concurrency levels. Only stable
 levels count. The throughput objective is the highest throughput whose p99 is within the budget;
 the latency objective is the lowest p99 at a throughput of at least the floor.
 
-Quick search (the default) is hill climbing, like Model Analyzer's quick mode, made cheaper in two
-ways: each step probes a candidate at one concurrency (2 x max_batch_size x instances, Model
-Analyzer's rule, capped) instead of a sweep, and a point is measured once however often the climb
-comes back to it. The best few probed points are then swept at every level and re-measured, and
-the winner is chosen from those sweeps alone, the same measurement brute force uses, so the two
-searches' objectives compare like with like.
+Quick search (the default) is hill climbing, like Model Analyzer's quick mode, made cheaper in three
+ways: it walks one axis at a time (batching on/off, max_batch_size, queue delay, instances, threads)
+as long as each step pays instead of probing every neighbour at every step; each step probes a
+candidate at one concurrency (2 x max_batch_size x instances, Model Analyzer's rule, capped) instead
+of a sweep; and a point is measured once however often the climb comes back to it. The best few
+probed points are then swept at every level and re-measured, and the winner is chosen from those
+sweeps alone, the same measurement brute force uses, so the two searches' objectives compare like
+with like.
 """
 
 from __future__ import annotations
@@ -215,18 +217,34 @@ def quick(
     try:
         current = space.canonical(start) if space.contains(space.canonical(start)) else space.grid()[0]
         current_score = score(current)
-        for _ in range(max_steps):
-            best, best_score = current, current_score
-            for n in space.neighbours(current):
-                s = score(n)
-                if s > best_score:
-                    best, best_score = n, s
+
+        def better(s: float) -> bool:
             # Move only on a clear gain: a step inside the noise is not a better config.
-            finite = math.isfinite(current_score) and current_score
-            gain = (best_score - current_score) / abs(current_score) if finite else math.inf
-            if best == current or (math.isfinite(best_score) and gain < min_gain):
-                break
-            current, current_score = best, best_score
+            if not math.isfinite(current_score):
+                return math.isfinite(s)
+            return s > current_score + min_gain * abs(current_score)
+
+        # Walk one axis at a time as long as each step pays, then the next axis; repeat while any
+        # axis moved. Cheaper than probing every neighbour at every step: an axis that does not pay
+        # costs one or two probes, one that pays is followed to its end.
+        steps = 0
+        moved = True
+        while moved and steps < max_steps:
+            moved = False
+            for axis in space.AXES:
+                for direction in (1, -1):
+                    walked = False
+                    while steps < max_steps:
+                        n = space.step(current, axis, direction)
+                        if n is None:
+                            break
+                        s = score(n)
+                        if not better(s):
+                            break
+                        current, current_score, walked, moved = n, s, True, True
+                        steps += 1
+                    if walked:
+                        break  # the other direction was where this axis came from
         ranked = sorted(probes.values(), key=lambda t: goal.score(t.levels) or -math.inf, reverse=True)
         sweeps = []
         for t in ranked[:top]:

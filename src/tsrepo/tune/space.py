@@ -95,6 +95,37 @@ class Space:
     def contains(self, c: Candidate) -> bool:
         return c in set(self.grid())
 
+    AXES = ("batching", "max_batch_size", "delay_us", "instances", "threads")
+
+    def step(self, c: Candidate, axis: str, direction: int) -> Candidate | None:
+        """The point one step from `c` along `axis` (+1 up, -1 down), or None at the edge or where the
+        axis means nothing (the batch size or delay of a config without dynamic batching)."""
+        if axis == "batching":
+            if (direction > 0) == c.batching:
+                return None
+            if c.batching:
+                n = self.canonical(replace(c, batching=False)) if self.batching_off else None
+            else:
+                sizes = [m for m in self.max_batch_sizes if m > 1]
+                n = replace(c, batching=True, max_batch_size=sizes[0], delay_us=self.delays_us[0]) if sizes else None
+            return n if n is not None and n in set(self.grid()) else None
+        values = {
+            "max_batch_size": self.max_batch_sizes,
+            "delay_us": self.delays_us,
+            "instances": self.instances,
+            "threads": self.threads,
+        }[axis]
+        if axis in ("max_batch_size", "delay_us") and not c.batching:
+            return None
+        current = getattr(c, axis)
+        if current not in values:
+            return None
+        i = values.index(current) + direction
+        if not 0 <= i < len(values):
+            return None
+        n = self.canonical(replace(c, **{axis: values[i]}))
+        return n if n != c and n in set(self.grid()) else None
+
     def neighbours(self, c: Candidate) -> list[Candidate]:
         """Points one step away along one axis (batching on/off counts as a step)."""
         out: set[Candidate] = set()

@@ -1,0 +1,139 @@
+"""tsrepo tune: quick search against brute force, on the same server and grid, side by side.
+
+    .venv/bin/python benchmarks/tune_quick_vs_brute.py [--models din,resnet_small] [--budget-ms 50]
+
+For each model: build the examples once, start one local engine in explicit model-control mode,
+run brute force over the grid, then quick search over the same grid (same levels, windows and
+stability rule), then measure the spec's own config the same way. Prints, per model: the best
+objective each search found, their ratio (target >= 0.95), the wall time of each and their ratio
+(target <= 0.10), the winners, and how the winner compares with the spec's default config.
+Wall time counts everything a user waits for except the server's start (the same for both):
+config swaps, warm-ups, windows and re-measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="din,resnet_small")
+    ap.add_argument("--budget-ms", type=float, default=50.0, help="p99 budget for the throughput objective")
+    ap.add_argument("--max-instances", type=int, default=4)
+    ap.add_argument("--max-batch-size", type=int, default=32)
+    ap.add_argument("--delays", default="0,100,500,2000")
+    ap.add_argument("--levels", default="1,4,16,32")
+    ap.add_argument("--window", type=float, default=0.5)
+    args = ap.parse_args()
+
+    from tsrepo import build
+    from tsrepo.client import bench, modelinfo
+    from tsrepo.serve import local, shadow
+    from tsrepo.serve.ports import free_ports
+    from tsrepo.spec import load_spec
+    from tsrepo.tune import Options, _space
+    from tsrepo.tune.engine import Engine
+    from tsrepo.tune.search import Goal, Objective, brute, quick
+    from tsrepo.tune.space import current_candidate
+
+    levels = [int(v) for v in args.levels.split(",")]
+    delays = tuple(int(v) for v in args.delays.split(","))
+    goal = Goal(Objective.THROUGHPUT, args.budget_ms)
+    repo = Path(tempfile.mkdtemp(prefix="tsrepo-tune-bench-")) / "repo"
+    print(f"building the examples into {repo}", file=sys.stderr, flush=True)
+    build.build(load_spec(ROOT / "tsrepo.toml"), repo)
+    rows = []
+    for model in args.models.split(","):
+        info = modelinfo.load(repo, model)
+        options = Options(
+            model=model,
+            repo=repo,
+            max_instances=args.max_instances,
+            max_batch_size=args.max_batch_size,
+            delays_us=delays,
+            threads=(1,),
+            levels=tuple(levels),
+        )
+        notes: list[str] = []
+        space = _space(options, info, notes)
+        for n in notes:
+            print(f"note: {n}", file=sys.stderr)
+        server = local.start(repo, free_ports(), model_control="explicit", load_models=[model], timeout=240)
+        try:
+            settings = bench.Settings(
+                url=server.http_url, model=model, window=args.window, warmup=0.3, max_windows=6, stability=0.10
+            )
+            engine = Engine(
+                server.http_url,
+                model,
+                repo,
+                info.config,
+                lambda c: shadow.served_config(c, False),
+                settings,
+                progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True),
+            )
+            start = current_candidate(info.config)
+            t0 = time.perf_counter()
+            b = brute(space, goal, engine.measure, levels)
+            brute_s = time.perf_counter() - t0
+            swaps_brute = list(engine.swaps)
+            engine.loaded = None
+            t0 = time.perf_counter()
+            q = quick(space, goal, engine.measure, levels, start)
+            quick_s = time.perf_counter() - t0
+            default = engine.measure(start, levels, "current")
+        finally:
+            server.stop()
+        ratio = goal.ratio(q.winner.levels, b.winner.levels) if q.winner and b.winner else None
+        vs_default = goal.ratio(q.winner.levels, default.levels) if q.winner else None
+        rows.append(
+            dict(
+                model=model,
+                grid=len(space.grid()),
+                brute_best=goal.value(b.winner.levels) if b.winner else None,
+                quick_best=goal.value(q.winner.levels) if q.winner else None,
+                ratio=ratio,
+                brute_s=brute_s,
+                quick_s=quick_s,
+                time_ratio=quick_s / brute_s,
+                brute_winner=b.winner.candidate.key() if b.winner else "-",
+                quick_winner=q.winner.candidate.key() if q.winner else "-",
+                default=start.key(),
+                default_value=goal.value(default.levels),
+                vs_default=vs_default,
+                swap_median=statistics.median(swaps_brute) if swaps_brute else float("nan"),
+                quick_trials=len(q.trials),
+                brute_trials=len(b.trials),
+            )
+        )
+    print()
+    print(f"objective: highest throughput with p99 <= {args.budget_ms:g} ms; levels {levels}; window {args.window} s")
+    print(
+        "| model | grid | brute best infer/s | quick best infer/s | objective ratio | brute s | quick s | time ratio"
+        " | brute winner | quick winner | spec default | default infer/s | winner vs default | swap median s |"
+    )
+    print("|---" * 14 + "|")
+    for r in rows:
+
+        def f(v, fmt):
+            return "-" if v is None else format(v, fmt)
+
+        print(
+            f"| {r['model']} | {r['grid']} | {f(r['brute_best'], '.1f')} | {f(r['quick_best'], '.1f')}"
+            f" | {f(r['ratio'], '.3f')} | {r['brute_s']:.0f} | {r['quick_s']:.0f} | {r['time_ratio']:.3f}"
+            f" | {r['brute_winner']} | {r['quick_winner']} | {r['default']} | {f(r['default_value'], '.1f')}"
+            f" | {f(r['vs_default'], '.2f')}x | {r['swap_median']:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
