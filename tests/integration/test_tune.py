@@ -52,7 +52,7 @@ def tiny(tmp_path_factory) -> tuple[Path, Path]:
 
 
 def _options(repo: Path, **kw) -> tune_mod.Options:
-    base = dict(model="lin", repo=repo, max_instances=2, max_batch_size=4, delays_us=(0,), levels=(1, 4), threads=(1,), **QUICK)
+    base = dict(model="lin", repo=repo, max_instances=1, max_batch_size=4, delays_us=(0,), levels=(1, 4), threads=(1,), **QUICK)
     base.update(kw)
     return tune_mod.Options(**base)
 
