@@ -333,3 +333,14 @@ FIXED = {
     "TS12": (TensorBound, TensorBoundFixed),
     "TS13": (NoAnnotation, NoAnnotationFixed),
 }
+
+
+# ---- issue 13: a decorated method (the decorator lives in tsrepo_testmodels.py) ---------------------
+from tsrepo_testmodels import passthrough  # noqa: E402
+
+
+class DecoratedLibraryMethod(nn.Module):
+    @passthrough
+    def forward(self, x: Tensor) -> Tensor:
+        seen = {1, 2}  # TS02, on this line of this file
+        return x * float(len(seen))

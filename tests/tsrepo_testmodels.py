@@ -306,3 +306,116 @@ class SlicesSix(nn.Module):
 
 def slices_six() -> nn.Module:
     return SlicesSix()
+
+
+# ---- models as libraries write them (issue 13) ----------------------------------------------------
+from typing import Optional  # noqa: E402  (appended section: the header stays as it was)
+
+
+def passthrough(func):
+    """A decorator in another file, as transformers' deprecate_kwarg: doctor must report the decorated method's
+    own file and lines, not this one."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+class OptionalMask(nn.Module):
+    """timm's style: forward(x, attn_mask: Optional[Tensor] = None)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, attn_mask: Optional[torch.Tensor] = None, scale: float = 1.0) -> torch.Tensor:
+        if attn_mask is not None:
+            x = x * attn_mask
+        return self.fc(x) * scale
+
+
+def optional_mask() -> nn.Module:
+    return OptionalMask()
+
+
+class ListImages(nn.Module):
+    """torchvision detection's style: forward takes a list of images."""
+
+    def forward(self, images: List[torch.Tensor]) -> torch.Tensor:
+        return torch.stack([img.mean(0) for img in images])
+
+
+def list_images() -> nn.Module:
+    return ListImages()
+
+
+class TypeComments(nn.Module):
+    """torchvision's style: arguments typed by a `# type:` comment, which TorchScript reads."""
+
+    def forward(self, images, scale=None):
+        # type: (List[Tensor], Optional[float]) -> Tensor
+        out = []
+        for img in images:
+            out.append(img.sum(0))
+        result = torch.stack(out)
+        if scale is not None:
+            result = result * scale
+        return result
+
+
+def type_comments() -> nn.Module:
+    return TypeComments()
+
+
+class Detector(nn.Module):
+    """Returns as many rows as the data has detections (rows whose first value is positive)."""
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        keep = x[:, 0] > 0
+        return x[keep], x[keep].sum(1)
+
+
+def detector() -> nn.Module:
+    return Detector()
+
+
+class RareDetector(nn.Module):
+    """Detections that random inputs never produce: every run gives zero rows."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[x[:, 0] > 1000.0]
+
+
+def rare_detector() -> nn.Module:
+    return RareDetector()
+
+
+class CustomOp(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.tsrepo_test.muladd(x, x, 1.0)
+
+
+def custom_op() -> nn.Module:
+    """Needs the library the tests build from tests/custom_op/muladd.cpp (TSREPO_TEST_OP_LIBRARY)."""
+    import os
+
+    torch.ops.load_library(os.environ["TSREPO_TEST_OP_LIBRARY"])
+    return CustomOp()
+
+
+def tiny_bert() -> nn.Module:
+    """A transformers BertModel from code, random weights: 2 layers, hidden 32 (no download)."""
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+    )
+    return BertModel(config)

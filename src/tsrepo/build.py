@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tsrepo import adapters, compare, config, export, export_aoti, meta, repository, signature, verify
-from tsrepo.errors import ExportError
+from tsrepo import adapters, compare, config, custom_ops, export, export_aoti, meta, repository, signature, verify
+from tsrepo.errors import ExportError, SpecError
 from tsrepo.export import ExportedAs
 from tsrepo.spec import ExportMode, Kind, ModelSpec, RepoSpec
 
@@ -33,6 +34,10 @@ class PreparedModel:
     warnings: list[str] = field(default_factory=list)
     checks: dict = field(default_factory=dict)  # what was verified, with errors measured
     package: export_aoti.Package | None = None  # export = "aoti": the compiled package and how it was made
+    notes: list[str] = field(default_factory=list)  # how it was exported: adapters, custom ops (not problems)
+    findings: list = field(default_factory=list)  # scripting's findings when it fell back to tracing (all of them)
+    tracer_notes: list = field(default_factory=list)  # every TracerWarning, library code included
+    op_libraries: tuple[meta.OpLibraryMeta, ...] = ()
 
     @property
     def model_file(self) -> str:
@@ -105,12 +110,14 @@ def record(p: PreparedModel) -> meta.ModelMeta:
         outputs=tuple(meta.OutputMeta(o.name, o.dtype.name, tuple(o.dims)) for o in p.signature.outputs),
         rtol=p.spec.rtol,
         atol=p.spec.atol,
+        op_libraries=p.op_libraries,
     )
 
 
-def _export(spec: ModelSpec, example: tuple, eager_model) -> export.Exported:
-    """Export; when scripting fails, the doctor explains it (export itself does not know the doctor)."""
-    from tsrepo.doctor import explain_failure
+def _export(spec: ModelSpec, example: tuple, eager_model) -> tuple[export.Exported, list]:
+    """Export; when scripting fails, the doctor explains it (export itself does not know the doctor). Returns the
+    export and, when auto mode fell back to tracing, scripting's findings."""
+    from tsrepo.doctor import explain_failure, explain_fallback, failure_findings
 
     try:
         exported = export.export(spec, example, eager_model)
@@ -120,14 +127,48 @@ def _export(spec: ModelSpec, example: tuple, eager_model) -> export.Exported:
             f"{spec.where('export')}: torch.jit.script failed (`tsrepo doctor` explains each finding with a"
             f" before/after):\n{explain_failure(failure.model, failure.cause)}{tracing}"
         ) from failure.cause
+    findings: list = []
     if exported.script_failure is not None:
+        findings = failure_findings(exported.script_failure.model, exported.script_failure.cause)
         exported.warnings.insert(
             0,
             f"{spec.where('export')}: scripting failed, so the model was traced; control flow that depends on the"
-            " data is frozen at the example inputs. Scripting said:\n"
-            + explain_failure(exported.script_failure.model, exported.script_failure.cause),
+            " data is frozen at the example inputs. Scripting said:\n" + explain_fallback(findings),
         )
-    return exported
+    return exported, findings
+
+
+def _tracer_warnings(spec: ModelSpec, notes: list) -> list[str]:
+    """TracerWarnings in the user's code one by one; those in library code counted in one line."""
+    from tsrepo.doctor import _library_file
+
+    def library(n) -> bool:
+        return any(part in n.file for part in ("/site-packages/", "/dist-packages/")) or _library_file(n.file)
+
+    out = [export.tracer_warning(n) for n in notes if not library(n)]
+    theirs = [n for n in notes if library(n)]
+    if theirs:
+        out.append(
+            f"{spec.where('export')}: tracing froze {len(theirs)} thing(s) in library code you did not write"
+            " (checked against eager below; `tsrepo build --show-findings` lists them)"
+        )
+    return out
+
+
+def _adapt_inputs(spec: ModelSpec, eager_model, inputs: list) -> tuple[object, list[str]]:
+    """Wrap the eager model in an input adapter when forward takes more, or other, than the served tensors."""
+    if isinstance(eager_model, torch.jit.ScriptModule):
+        if spec.arguments or spec.list_inputs:
+            key = "arguments" if spec.arguments else "list_inputs"
+            raise SpecError(
+                f"{spec.where(key)}: applies to a Python model; a TorchScript model's forward is served as it is"
+            )
+        return eager_model, []
+    plan = adapters.plan_inputs(spec, eager_model, [s.arg_index for s in inputs])
+    if not plan.needed:
+        return eager_model, []
+    note = f"{spec.where()}: forward is fed by an input adapter ({plan.describe()})"
+    return adapters.adapt_inputs(eager_model, plan), [note]
 
 
 def prepare(spec: ModelSpec, templates: Path | None, progress: Progress) -> PreparedModel:
@@ -145,6 +186,12 @@ def prepare(spec: ModelSpec, templates: Path | None, progress: Progress) -> Prep
         progress(f"{spec.name}: importing {spec.source}")
         eager_model = export.import_factory(spec)
     inputs = list(signature.bind_inputs(spec, export.forward_argument_names(eager_model)))
+    notes: list[str] = []
+    findings: list = []
+    # Arguments forward takes but Triton cannot pass: an input adapter feeds them, proven with the model.
+    eager_model, notes = _adapt_inputs(spec, eager_model, inputs)
+    if notes:
+        inputs = list(signature.bind_inputs(spec, export.forward_argument_names(eager_model)))
     fwd_inputs = sorted(inputs, key=lambda s: s.arg_index)
 
     # 2. Export.
@@ -152,8 +199,9 @@ def prepare(spec: ModelSpec, templates: Path | None, progress: Progress) -> Prep
         exported = export.Exported(eager_model, None, ExportedAs.FILE)
     else:
         progress(f"{spec.name}: exporting ({spec.export.value})")
-        exported = _export(spec, verify.example_args(spec, fwd_inputs, rng), eager_model)
+        exported, findings = _export(spec, verify.example_args(spec, fwd_inputs, rng), eager_model)
     warnings += exported.warnings
+    warnings += _tracer_warnings(spec, exported.tracer_notes)
     module = exported.module
     forward_args = adapters.check_arguments(spec, module)
     inputs = list(signature.bind_inputs(spec, forward_args))
@@ -184,7 +232,12 @@ def prepare(spec: ModelSpec, templates: Path | None, progress: Progress) -> Prep
     checks: dict = {"runs": 0, "max_abs_error": 0.0, "max_rel_error": 0.0}
     names: list[str] | None = None
     nonfinite: dict[str, compare.OutputDiff] = {}
-    for batch, args in verify.size_grid(spec, fwd_inputs, rng):
+    grid = list(verify.size_grid(spec, fwd_inputs, rng))
+    reload_args = grid[-1][1]  # the largest sizes at the largest checked batch
+    # The size grid, then more random inputs at one size: an output whose size changes between them follows the
+    # data (detections), and its dim becomes -1 rather than what one run happened to give.
+    checks["data_runs"] = 0
+    for point, (batch, args) in enumerate(itertools.chain(grid, verify.data_grid(spec, fwd_inputs, rng))):
         scripted_out = verify.leaves(verify.run_checked(spec, module, args, f"the {exported.mode.past} model"))
         if names is None:
             names = signature.output_names(spec, len(scripted_out), readable)
@@ -203,33 +256,36 @@ def prepare(spec: ModelSpec, templates: Path | None, progress: Progress) -> Prep
         else:
             c = compare.compare(scripted_out, scripted_out, names, spec.rtol, spec.atol)
         nonfinite.update({d.name: d for d in c.nonfinite()})
-        checks["runs"] += 1
+        checks["runs" if point < len(grid) else "data_runs"] += 1
         runs.append((batch, scripted_out))
     assert names is not None
     if nonfinite:
         warnings.append(compare.nonfinite_warning(spec.where(), list(nonfinite.values())))
     checks["nonfinite_outputs"] = sorted(nonfinite)
-    if exported.mode is ExportedAs.TRACE and len(runs) < 2:
+    if exported.mode is ExportedAs.TRACE and len(grid) < 2:
         warnings.append(
             f"{spec.where()}: traced, and checked at one input size only (no dynamic dims and"
             " max_batch_size < 2): control flow frozen by tracing could not be tested"
         )
     outputs = signature.infer_outputs(spec, runs, names)
 
-    # 5. Save, reload, compare.
+    # 5. Operators outside libtorch: recorded with their library, or refused when none can be found.
+    op_libraries = custom_ops.libraries(spec.where(), module)
+    notes += custom_ops.describe(spec.where(), op_libraries)
+
+    # 6. Save, reload, compare.
     model_bytes = export.save_bytes(module)
     reloaded = export.load_bytes(model_bytes)
-    # `args` is still the grid's last point: the largest sizes at the largest checked batch.
     verify.check_equal(
         spec,
         "the saved-and-reloaded and in-memory models",
-        verify.leaves(verify.run_checked(spec, module, args, "the exported model")),
-        verify.leaves(verify.run_checked(spec, reloaded, args, "the reloaded model")),
+        verify.leaves(verify.run_checked(spec, module, reload_args, "the exported model")),
+        verify.leaves(verify.run_checked(spec, reloaded, reload_args, "the reloaded model")),
         names,
         "reload",
     )
 
-    # 6. Batch safety before dynamic batching.
+    # 7. Batch safety before dynamic batching.
     batching = spec.dynamic_batching
     if batching is not None and not spec.batch_safe:
         warnings.append(f"{spec.where('dynamic_batching')}: batch_safe = false, so dynamic batching is left out")
@@ -256,6 +312,10 @@ def prepare(spec: ModelSpec, templates: Path | None, progress: Progress) -> Prep
         version=spec.version,
         warnings=warnings,
         checks=checks,
+        notes=notes,
+        findings=findings,
+        tracer_notes=list(exported.tracer_notes),
+        op_libraries=op_libraries,
     )
 
 

@@ -43,6 +43,15 @@ class ScriptFailure(ExportError):
         self.tracing_failed: ExportError | None = None  # auto mode: tracing failed as well
 
 
+@dataclass(frozen=True)
+class TracerNote:
+    """A TracerWarning: something tracing froze, and where."""
+
+    file: str
+    line: int
+    message: str
+
+
 @dataclass
 class Exported:
     module: torch.jit.ScriptModule
@@ -50,6 +59,7 @@ class Exported:
     mode: ExportedAs
     warnings: list[str] = field(default_factory=list)
     script_failure: ScriptFailure | None = None  # auto mode: why it fell back to tracing
+    tracer_notes: list[TracerNote] = field(default_factory=list)  # traced: what tracing froze, located
 
 
 def _first_line(exc: BaseException) -> str:
@@ -175,15 +185,6 @@ def script(spec: ModelSpec, model: nn.Module) -> torch.jit.ScriptModule:
         raise ScriptFailure(spec, model, e) from e
 
 
-@dataclass(frozen=True)
-class TracerNote:
-    """A TracerWarning: something tracing froze, and where."""
-
-    file: str
-    line: int
-    message: str
-
-
 def trace_recording(model: nn.Module, example: tuple) -> tuple[torch.jit.ScriptModule, list[TracerNote]]:
     """torch.jit.trace, keeping its TracerWarnings (sorted, deduplicated). Raises what trace raises."""
     with warnings.catch_warnings(record=True) as records:
@@ -201,7 +202,7 @@ def trace_recording(model: nn.Module, example: tuple) -> tuple[torch.jit.ScriptM
     return traced, sorted(notes, key=lambda n: (n.file, n.line, n.message))
 
 
-def trace(spec: ModelSpec, model: nn.Module, example: tuple) -> tuple[torch.jit.ScriptModule, list[str]]:
+def trace(spec: ModelSpec, model: nn.Module, example: tuple) -> tuple[torch.jit.ScriptModule, list[TracerNote]]:
     try:
         traced, notes = trace_recording(model, example)
     except Exception as e:
@@ -210,7 +211,11 @@ def trace(spec: ModelSpec, model: nn.Module, example: tuple) -> tuple[torch.jit.
             f"{spec.where('export')}: torch.jit.trace failed on example inputs of shapes {shapes}:"
             f" {_first_line(e)}{_user_frame(e)}"
         ) from e
-    return traced, [f"{Path(n.file).name}:{n.line}: {n.message}" for n in notes]
+    return traced, notes
+
+
+def tracer_warning(note: TracerNote) -> str:
+    return f"{Path(note.file).name}:{note.line}: {note.message}"
 
 
 def forward_argument_names(model: nn.Module) -> list[str]:
@@ -234,18 +239,18 @@ def export(spec: ModelSpec, example: tuple, model: nn.Module | None = None) -> E
     if spec.export is ExportMode.SCRIPT:
         return Exported(script(spec, model), model, ExportedAs.SCRIPT)
     if spec.export is ExportMode.TRACE:
-        traced, tracer_warnings = trace(spec, model, example)
-        return Exported(traced, model, ExportedAs.TRACE, tracer_warnings)
+        traced, notes = trace(spec, model, example)
+        return Exported(traced, model, ExportedAs.TRACE, tracer_notes=notes)
     try:
         return Exported(script(spec, model), model, ExportedAs.SCRIPT)
     except ScriptFailure as scripting_failed:
         try:
-            traced, tracer_warnings = trace(spec, model, example)
+            traced, notes = trace(spec, model, example)
         except ExportError as tracing_failed:
             # Neither worked: scripting's failure is the one to explain; tracing's goes with it.
             scripting_failed.tracing_failed = tracing_failed
             raise scripting_failed from scripting_failed.cause
-        return Exported(traced, model, ExportedAs.TRACE, list(tracer_warnings), scripting_failed)
+        return Exported(traced, model, ExportedAs.TRACE, [], scripting_failed, notes)
 
 
 def save_bytes(module: torch.jit.ScriptModule) -> bytes:

@@ -14,6 +14,13 @@ Layout (version 1):
 
 `format` ("torchscript" | "aoti_package"), `file`, `device` and `compile_options` came with AOTInductor
 packages; a record without them is a TorchScript `model.pt` (what every older tsrepo wrote).
+
+`op_libraries` (optional, written only when the model calls operators outside aten/prim):
+    [{"namespace": "my_ops", "ops": ["my_ops::muladd"], "library": "/abs/libmy_ops.so" | null,
+      "sha256": "..." | null, "provided_by": "pytorch_backend" | null}]
+`library` is the shared library that registers the namespace (loaded with `torch.ops.load_library` by the
+local runner; preloaded with LD_PRELOAD by the official server); `provided_by` names a namespace the official
+PyTorch backend already links (torchvision's ops since 20.07), which then needs no library.
 """
 
 from __future__ import annotations
@@ -63,6 +70,26 @@ class OutputMeta:
 
 
 @dataclass(frozen=True)
+class OpLibraryMeta:
+    """Custom operators a model calls: their namespace, the ops, and the library that registers them."""
+
+    namespace: str
+    ops: tuple[str, ...]
+    library: str | None = None  # absolute path of the shared library, None when the backend provides it
+    sha256: str | None = None
+    provided_by: str | None = None  # "pytorch_backend" for namespaces the official backend links
+
+    def to_json(self) -> dict:
+        return {
+            "namespace": self.namespace,
+            "ops": list(self.ops),
+            "library": self.library,
+            "sha256": self.sha256,
+            "provided_by": self.provided_by,
+        }
+
+
+@dataclass(frozen=True)
 class VersionMeta:
     sha256: str
     torch: str
@@ -104,6 +131,11 @@ class ModelMeta:
     rtol: float
     atol: float
     versions: dict[int, VersionMeta] = field(default_factory=dict)
+    op_libraries: tuple[OpLibraryMeta, ...] = ()
+
+    def libraries(self) -> list[str]:
+        """The shared libraries a server must load before this model (none for backend-provided ops)."""
+        return [o.library for o in self.op_libraries if o.library]
 
     def input(self, name: str) -> InputMeta | None:
         return next((i for i in self.inputs if i.name == name), None)
@@ -120,10 +152,11 @@ class ModelMeta:
             self.rtol,
             self.atol,
             dict(sorted(versions.items())),
+            self.op_libraries,
         )
 
     def to_json(self) -> dict:
-        return {
+        doc = {
             "tsrepo": FORMAT_VERSION,
             "model": self.model,
             "max_batch_size": self.max_batch_size,
@@ -132,6 +165,9 @@ class ModelMeta:
             "tolerance": {"rtol": self.rtol, "atol": self.atol},
             "versions": {str(v): e.to_json() for v, e in sorted(self.versions.items())},
         }
+        if self.op_libraries:  # only where there are any: older records and golden files stay as they were
+            doc["op_libraries"] = [o.to_json() for o in self.op_libraries]
+        return doc
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2) + "\n"
@@ -252,6 +288,23 @@ def from_json(doc: Any, path: Path) -> ModelMeta:
                 entry, "compile_options", (dict, type(None)), f"{where}.compile_options", required=False
             ),
         )
+    op_libraries = []
+    for i, item in enumerate(r.get(doc, "op_libraries", list, "op_libraries", required=False, default=[])):
+        where = f"op_libraries[{i}]"
+        if not isinstance(item, dict):
+            raise r.fail(where, "must be an object")
+        ops = r.get(item, "ops", list, f"{where}.ops", required=False, default=[])
+        if not all(isinstance(o, str) for o in ops):
+            raise r.fail(f"{where}.ops", f"must be operator names, got {ops!r}")
+        op_libraries.append(
+            OpLibraryMeta(
+                r.get(item, "namespace", str, f"{where}.namespace"),
+                tuple(ops),
+                r.get(item, "library", (str, type(None)), f"{where}.library", required=False),
+                r.get(item, "sha256", (str, type(None)), f"{where}.sha256", required=False),
+                r.get(item, "provided_by", (str, type(None)), f"{where}.provided_by", required=False),
+            )
+        )
     mbs = r.get(doc, "max_batch_size", int, "max_batch_size", required=False, default=0)
     if mbs < 0:
         raise r.fail("max_batch_size", f"must be >= 0, got {mbs}")
@@ -263,6 +316,7 @@ def from_json(doc: Any, path: Path) -> ModelMeta:
         rtol=r.number(tolerance, "rtol", "tolerance.rtol", 1e-4),
         atol=r.number(tolerance, "atol", "tolerance.atol", 1e-5),
         versions=dict(sorted(versions.items())),
+        op_libraries=tuple(op_libraries),
     )
 
 

@@ -3,8 +3,9 @@
 Inputs bind by forward-argument name when every config input name equals an argument name,
 else by `INPUT__<index>`; outputs bind by `<name>__<index>` (rules observed on a real 24.10
 server, enforced by `config.check_libtorch_rules`, mirrored by the local engine's runner template).
-Output dims come from running the model at several sizes: a dim that changes with the dynamic input
-dims is -1.
+Output dims come from running the model at several sizes and on several random inputs at one size: a dim
+that changes with the dynamic input dims, or with the data (a detection count), is -1. The spec's
+`outputs = [{ dims }]` declares them where runs cannot show it; observed shapes are checked against them.
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ def bind_inputs(spec: ModelSpec, forward_args: list[str]) -> tuple[InputSig, ...
 
 
 def output_names(spec: ModelSpec, count: int, readable: list[str] | None) -> list[str]:
+    if spec.outputs and len(spec.outputs) != count:
+        raise SpecError(
+            f"{spec.where('outputs')}: lists {len(spec.outputs)} outputs but the model returns {count}; give one"
+            " table per output, in forward's order"
+        )
     if spec.output_names:
         if len(spec.output_names) != count:
             raise SpecError(
@@ -135,12 +141,19 @@ def infer_outputs(spec: ModelSpec, runs: list[tuple[int, list]], names: list[str
             raise ServingError(
                 f"{spec.where()}: output {name} changes rank with the input sizes ({shapes}); Triton needs a fixed rank"
             )
+        declared = spec.outputs[i].dims if i < len(spec.outputs) else None
+        if declared is not None:
+            result.append(_declared(spec, i, name, dtype, declared, shapes))
+            continue
         dims = tuple(shapes[0][d] if all(s[d] == shapes[0][d] for s in shapes) else -1 for d in range(len(shapes[0])))
         if 0 in dims:
+            example = [-1 if d == 0 else d for d in dims]
             raise ServingError(
-                f"{spec.where()}: output {name} has size 0 in dim {dims.index(0)} at every checked input size"
-                f" (shape {shapes[0]}); Triton dims must be at least 1, or -1 where they vary. Return a non-empty"
-                " output, or drop it"
+                f"{spec.where()}: output {name} has size 0 in dim {dims.index(0)} in every run (shape {shapes[0]},"
+                f" {len(shapes)} runs on random inputs); Triton dims must be at least 1, or -1 where they vary."
+                f" If the size follows the data (no detections on random inputs), declare the dims in the spec:"
+                f" outputs = [{{ dims = {example} }}, ...] (one table per output, in order); else return a"
+                " non-empty output, or drop it"
             )
         if not dims:
             # A scalar per row (or a 0-d tensor): Triton needs at least one dim.
@@ -148,6 +161,21 @@ def infer_outputs(spec: ModelSpec, runs: list[tuple[int, list]], names: list[str
         else:
             result.append(OutputSig(name, dtype, dims))
     return tuple(result)
+
+
+def _declared(spec: ModelSpec, i: int, name: str, dtype, declared: tuple[int, ...], shapes: list) -> OutputSig:
+    """The spec's dims for output i, checked against every observed shape (-1 matches any size)."""
+    for shape in shapes:
+        fits = len(shape) == len(declared) and all(d == -1 or d == s for d, s in zip(declared, shape, strict=False))
+        if not fits and not (not shape and declared == (1,)):
+            raise ServingError(
+                f"{spec.where(f'outputs[{i}].dims')}: declares {list(declared)} for output {name}, but a run gave"
+                f" shape {shape}{' (without the batch dim)' if spec.max_batch_size else ''}; write -1 where the"
+                " size varies, and one dim per dim of the output"
+            )
+    if not declared:
+        return OutputSig(name, dtype, (1,), reshape=())
+    return OutputSig(name, dtype, tuple(declared))
 
 
 def variants(inputs: tuple[TensorSpec, ...]) -> list[list[list[int]]]:

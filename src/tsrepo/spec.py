@@ -4,6 +4,22 @@ A spec is a TOML file (``tsrepo.toml``) with an optional ``[defaults]`` table an
 ``[[model]]`` tables, or the same fields given as CLI flags for one model. Every error names the
 file, the model and the field, and says how to fix it. Unknown keys are errors: a typo must not
 be silently ignored.
+
+Keys for models as libraries write them (forward arguments Triton cannot pass, outputs whose size follows
+the data):
+
+* ``arguments = { attn_mask = "none", scale = 0.5, causal = false }``: forward arguments that are not
+  served, fixed to None (``"none"``) or to a constant (a bool, int or float). A forward argument that is
+  neither an input nor listed here keeps its default; one without a default must be either.
+* ``list_inputs = ["images"]``: inputs passed to forward as a ``List[Tensor]`` (torchvision's detection
+  models): the served tensor is split along its first dim, one list item per image.
+* ``outputs = [{ name = "boxes", dims = [-1, 4] }, { name = "scores" }]``: one table per output in
+  forward's order; ``name`` as in ``output_names`` (which it replaces), ``dims`` (without the batch dim)
+  declares the config dims where tsrepo cannot see them from sample runs (-1 for a size that follows the
+  data). Observed shapes are still checked against them.
+
+A generated adapter (adapters.py) gives forward the fixed values and the lists; it is exported and proven
+like the model itself.
 """
 
 from __future__ import annotations
@@ -136,6 +152,14 @@ class VersionPolicy:
 
 
 @dataclass(frozen=True)
+class OutputSpec:
+    """`outputs = [{ name, dims }]`: a declared name and/or config dims (without batch; -1 = varies)."""
+
+    name: str | None = None
+    dims: tuple[int, ...] | None = None
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     source: str
@@ -157,6 +181,12 @@ class ModelSpec:
     rtol: float = 1e-4
     atol: float = 1e-5
     seed: int = 0
+    arguments: tuple[tuple[str, bool | int | float | None], ...] = ()  # forward arguments fixed to constants
+    list_inputs: tuple[str, ...] = ()  # inputs forward takes as List[Tensor] (split along dim 0)
+    outputs: tuple[OutputSpec, ...] = ()  # declared output names / dims, in forward's output order
+
+    def argument(self, name: str):
+        return dict(self.arguments)[name]
 
     @property
     def is_torchscript_file(self) -> bool:
@@ -174,7 +204,7 @@ class RepoSpec:
 
 # ---- parsing -------------------------------------------------------------------------------
 
-MODEL_ONLY_KEYS = {"name", "source", "version", "inputs"}
+MODEL_ONLY_KEYS = {"name", "source", "version", "inputs", "arguments", "list_inputs", "outputs"}
 SHARED_KEYS = {
     "export",
     "max_batch_size",
@@ -632,12 +662,26 @@ def parse_model(
             )
     if len(set(out_names)) != len(out_names):
         raise ctx.fail("output_names", f"two outputs share a name: {out_names}")
+    arguments = parse_arguments(ctx, merged["arguments"], inputs) if "arguments" in merged else ()
+    list_inputs = parse_list_inputs(ctx, merged["list_inputs"], inputs) if "list_inputs" in merged else ()
+    outputs = parse_outputs(ctx, merged["outputs"]) if "outputs" in merged else ()
+    if outputs and any(o.name for o in outputs):
+        if out_names:
+            raise ctx.fail("outputs", "names the outputs and so does output_names; keep one of them")
+        if not all(o.name for o in outputs):
+            raise ctx.fail("outputs", "names some outputs and not others; give every entry a name, or none")
+        out_names = [o.name for o in outputs]
+        if len(set(out_names)) != len(out_names):
+            raise ctx.fail("outputs", f"two outputs share a name: {out_names}")
     rtol = _finite(ctx, "rtol", merged.get("rtol", 1e-4))
     atol = _finite(ctx, "atol", merged.get("atol", 1e-5))
     seed = _int(ctx, "seed", merged.get("seed", 0), 0, MAX_SEED)
     check_sample_size(ctx, inputs, mbs)
     if export is ExportMode.AOTI:
         check_aoti_rules(ctx, source.strip(), groups, params, out_names, tensor_names, merged)
+        for key in ("arguments", "list_inputs", "outputs"):
+            if key in merged:
+                raise ctx.fail(key, 'applies to TorchScript exports; export = "aoti" does not take it yet. Remove it')
 
     return ModelSpec(
         name=name,
@@ -660,7 +704,86 @@ def parse_model(
         rtol=float(rtol),
         atol=float(atol),
         seed=seed,
+        arguments=arguments,
+        list_inputs=list_inputs,
+        outputs=outputs,
     )
+
+
+ARGUMENT_HINT = 'a constant: "none" (None), true/false, an integer or a number, e.g. { attn_mask = "none" }'
+
+
+def parse_arguments(ctx: _Ctx, value: Any, inputs: tuple[TensorSpec, ...]) -> tuple:
+    """`arguments = { name = "none" | bool | int | float }`: forward arguments fixed, not served."""
+    _want(ctx, "arguments", value, dict, 'a table of forward arguments, e.g. { attn_mask = "none" }')
+    served = {t.name for t in inputs if t.name}
+    out = []
+    for name, raw in value.items():
+        key = f"arguments.{name}"
+        if not TENSOR_NAME_RE.fullmatch(name):
+            raise ctx.fail(key, f"{name!r} is not a forward argument name (a Python identifier)")
+        if name in served:
+            raise ctx.fail(key, f"{name!r} is also an input; an argument is either served (inputs) or fixed here")
+        if isinstance(raw, str):
+            if raw.lower() != "none":
+                raise ctx.fail(key, f"{raw!r} is not a value tsrepo can fix; use {ARGUMENT_HINT}")
+            out.append((name, None))
+        elif isinstance(raw, (bool, int)):
+            if not isinstance(raw, bool) and not -(2**63) <= raw < 2**63:
+                raise ctx.fail(key, f"{raw} does not fit a 64-bit integer (TorchScript's int)")
+            out.append((name, raw))
+        elif isinstance(raw, float):
+            if not math.isfinite(raw):
+                raise ctx.fail(key, f"must be a finite number, got {raw!r}")
+            out.append((name, raw))
+        else:
+            raise ctx.fail(key, f"expected {ARGUMENT_HINT}; got {_type_name(raw)} ({raw!r})")
+    return tuple(out)
+
+
+def parse_list_inputs(ctx: _Ctx, value: Any, inputs: tuple[TensorSpec, ...]) -> tuple[str, ...]:
+    """`list_inputs = ["images"]`: named inputs that forward takes as List[Tensor]."""
+    _want(ctx, "list_inputs", value, list, 'a list of input names, e.g. ["images"]')
+    names = [t.name for t in inputs]
+    for item in value:
+        if not isinstance(item, str) or item not in names:
+            raise ctx.fail(
+                "list_inputs",
+                f"{item!r} is not the name of one of the inputs ({', '.join(str(n) for n in names)}); name the input"
+                ' (inputs = [{ name = "images", ... }]) and list that name here',
+            )
+    if len(set(value)) != len(value):
+        raise ctx.fail("list_inputs", f"lists an input twice: {value}")
+    for item in value:
+        t = inputs[names.index(item)]
+        if not t.shape:
+            raise ctx.fail("list_inputs", f"{item!r} has no dims to split into a list; give its shape")
+    return tuple(value)
+
+
+def parse_outputs(ctx: _Ctx, value: Any) -> tuple[OutputSpec, ...]:
+    """`outputs = [{ name = "boxes", dims = [-1, 4] }]`, in forward's output order."""
+    _want(ctx, "outputs", value, list, 'a list of tables like { name = "boxes", dims = [-1, 4] }')
+    out = []
+    for i, item in enumerate(value):
+        key = f"outputs[{i}]"
+        _want(ctx, key, item, dict, 'a table like { name = "boxes", dims = [-1, 4] }')
+        _reject_unknown(ctx, item, {"name", "dims"}, key)
+        name = item.get("name")
+        if name is not None and (not isinstance(name, str) or not TENSOR_NAME_RE.fullmatch(name) or "__" in name):
+            raise ctx.fail(f"{key}.name", f"{name!r} must be an identifier without '__' (tsrepo appends __<index>)")
+        dims = None
+        if "dims" in item:
+            raw = _want(ctx, f"{key}.dims", item["dims"], list, "a list of dims, e.g. [-1, 4]")
+            for j, d in enumerate(raw):
+                if isinstance(d, bool) or not isinstance(d, int) or not (d == -1 or 1 <= d <= MAX_DIM):
+                    raise ctx.fail(
+                        f"{key}.dims[{j}]",
+                        f"must be a size of at least 1, or -1 where it follows the data; got {d!r}",
+                    )
+            dims = tuple(raw)
+        out.append(OutputSpec(name, dims))
+    return tuple(out)
 
 
 def check_aoti_rules(
@@ -874,6 +997,7 @@ __all__ = [
     "Kind",
     "ModelFlags",
     "ModelSpec",
+    "OutputSpec",
     "RepoSpec",
     "TensorNames",
     "TensorSpec",

@@ -44,6 +44,20 @@ def size_grid(spec: ModelSpec, inputs: list[InputSig], rng: np.random.Generator)
             yield batch, make_args(inputs, shapes, batch, rng)
 
 
+DATA_RUNS = 3  # extra random inputs at one size: enough to see a detection count move, cheap for small models
+
+
+def data_grid(spec: ModelSpec, inputs: list[InputSig], rng: np.random.Generator, count: int = DATA_RUNS):
+    """Several random inputs at the same shape (the middle sizes, the largest checked batch): an output dim that
+    changes between them follows the data, not the input sizes."""
+    from tsrepo.signature import variants
+
+    shapes_all = variants(tuple(s.spec for s in inputs))
+    batch = 0 if spec.max_batch_size == 0 else min(spec.max_batch_size, 3)
+    for _ in range(count):
+        yield batch, make_args(inputs, shapes_all[len(shapes_all) // 2], batch, rng)
+
+
 def leaves(result) -> list:
     """Flatten a forward result (Tensor | tuple | List[str]) into a list of outputs."""
     if isinstance(result, torch.Tensor):

@@ -50,6 +50,12 @@ from tsrepo.errors import UsageError
 @click.option("--dynamic-batching/--no-dynamic-batching", default=None, help="With --source.")
 @click.option("--max-queue-delay", type=int, metavar="MICROSECONDS", help="With --source and dynamic batching.")
 @click.option("--version", "model_version", type=int, help="With --source: the version folder (default: next free).")
+@click.option(
+    "--show-findings",
+    is_flag=True,
+    help="When a model built by tracing after scripting failed: list every finding and TracerWarning, library"
+    " code included (by default those in installed libraries are counted).",
+)
 def build(
     spec,
     out,
@@ -65,6 +71,7 @@ def build(
     dynamic_batching,
     max_queue_delay,
     model_version,
+    show_findings,
 ):
     """Build a Triton model repository from SPEC (default ./tsrepo.toml) or from flags.
 
@@ -110,9 +117,18 @@ def build(
         )
     from rich.markup import escape
 
+    from tsrepo.doctor import format_finding
+
     for pm in result.models:
         for w in pm.warnings:
             console.print(f"[yellow]warning:[/] {escape(w)}")
+        for n in pm.notes:
+            console.print(f"note: {escape(n)}", highlight=False)
+        if show_findings:
+            for f in pm.findings:
+                console.print(escape(format_finding(f)), highlight=False)
+            for t in pm.tracer_notes:
+                console.print(escape(f"{t.file}:{t.line}: {t.message}"), highlight=False)
         c = pm.checks
         outputs = ", ".join(f"{o.name} {o.dtype.triton} {list(o.dims)}" for o in pm.signature.outputs)
         how = pm.export_mode.value

@@ -67,6 +67,24 @@ def _library_file(path: str) -> bool:
     return any(resolved.startswith(r) for r in roots)
 
 
+def in_library(f: Finding) -> bool:
+    """A finding in code the user installed rather than wrote (site-packages, torch, the standard library)."""
+    return any(part in f.file for part in ("/site-packages/", "/dist-packages/")) or _library_file(f.file)
+
+
+def user_first(findings: list[Finding]) -> list[Finding]:
+    """The user's own code first: that is what they can edit; library findings follow, each group in order."""
+    return [f for f in findings if not in_library(f)] + [f for f in findings if in_library(f)]
+
+
+def summary(findings: list[Finding]) -> str:
+    """`12 finding(s): 5 TS04, 4 TS05, 3 TS11`, by class."""
+    import collections
+
+    counts = collections.Counter(f.kind for f in findings)
+    return f"{len(findings)} finding(s): " + ", ".join(f"{n} {k}" for k, n in sorted(counts.items()))
+
+
 def merge(static: list[Finding], translated: Finding | None) -> list[Finding]:
     """Static findings, plus TorchScript's own error where the static pass did not already explain it.
 
@@ -107,15 +125,32 @@ def format_finding(f: Finding, verbose: bool = False) -> str:
             lines += [f"      {line}" for line in k.before.splitlines()]
             lines.append("    after:")
             lines += [f"      {line}" for line in k.after.splitlines()]
-        source = "" if k.id.startswith("EX") else "TorchScript language reference, "
+        source = "" if k.id.startswith(("EX", "SV")) else "TorchScript language reference, "
         lines.append(f"    see: {source}{k.reference}")
     return "\n".join(lines)
 
 
+def failure_findings(model: nn.Module, exc: BaseException) -> list[Finding]:
+    """Every finding behind a scripting failure, the user's own code first."""
+    return user_first(merge(analyse(model), translate(exc)))
+
+
 def explain_failure(model: nn.Module, exc: BaseException) -> str:
-    """What `tsrepo build` prints when scripting fails: the findings, short."""
-    findings = merge(analyse(model), translate(exc))
-    return "\n".join(format_finding(f) for f in findings)
+    """What `tsrepo build` prints when scripting fails: the findings, short, the user's own code first."""
+    return "\n".join(format_finding(f) for f in failure_findings(model, exc))
+
+
+def explain_fallback(findings: list[Finding]) -> str:
+    """What build says about a scripting failure it got past by tracing: the user's findings in full, library
+    findings as counts (the user cannot edit them; `--show-findings` lists them)."""
+    mine = [f for f in findings if not in_library(f)]
+    theirs = [f for f in findings if in_library(f)]
+    lines = [format_finding(f) for f in mine]
+    if theirs:
+        lines.append(
+            f"library code you did not write: {summary(theirs)} (`tsrepo build --show-findings` lists them)"
+        )
+    return "\n".join(lines)
 
 
 def check(spec, allow_trace: bool = False) -> Report:
@@ -130,9 +165,34 @@ def check(spec, allow_trace: bool = False) -> Report:
         report.scripted = True
         report.notes.append("the source is already TorchScript; nothing to script")
         return report
-    model = export.import_factory(spec)
+    from tsrepo import adapters
+    from tsrepo.errors import ServingError
+
+    model = original = export.import_factory(spec)
+    if spec.inputs:
+        # The same input adapter build makes (fixed arguments, list inputs), so doctor scripts what build scripts.
+        bound = signature.bind_inputs(spec, export.forward_argument_names(model))
+        try:
+            plan = adapters.plan_inputs(spec, model, [s.arg_index for s in bound])
+        except ServingError as e:
+            report.findings.append(_serving(original, e))
+            return report
+        if plan.needed:
+            model = adapters.adapt_inputs(model, plan)
+            report.notes.append(f"forward is fed by an input adapter ({plan.describe()})")
     scripted, report.findings = script_findings(model)
     report.scripted = scripted is not None
+    if scripted is not None:
+        # What build refuses after scripting, refused here too: doctor never calls a model clean that build refuses.
+        try:
+            if spec.inputs:
+                adapters.check_arguments(spec, scripted)
+            else:
+                _check_unserved_arguments(spec, scripted)
+            adapters.classify_return(spec, scripted)
+        except ServingError as e:
+            report.findings.append(_serving(original, e))
+            return report
     if not spec.inputs:
         return report
     forward_args = export.forward_argument_names(model)
@@ -154,7 +214,8 @@ def check(spec, allow_trace: bool = False) -> Report:
     worst = 0.0
     names = None
     nonfinite: dict[str, compare.OutputDiff] = {}
-    for _batch, args in verify.size_grid(spec, inputs, rng):
+    runs: list[tuple[int, list]] = []
+    for batch, args in [*verify.size_grid(spec, inputs, rng), *verify.data_grid(spec, inputs, rng)]:
         # The eager model failing on the spec's inputs is the spec's or the model's error (exit 2);
         # the exported model failing where eager works is a finding.
         eager = verify.leaves(verify.run_checked(spec, model, args, "the eager model"))
@@ -173,11 +234,39 @@ def check(spec, allow_trace: bool = False) -> Report:
             return report
         worst = max(worst, c.max_abs)
         nonfinite.update({d.name: d for d in c.nonfinite()})
+        runs.append((batch, got))
     report.compared = True
     report.max_abs_error = worst
     if nonfinite:
         report.notes.append(compare.nonfinite_warning("outputs", list(nonfinite.values())))
+    # Output dtypes and dims as build infers them (batch first, no 0 dims, declared dims honoured).
+    try:
+        signature.infer_outputs(spec, runs, signature.output_names(spec, len(runs[0][1]), None))
+    except TsrepoError as e:
+        report.findings.append(_serving(original, e))
     return report
+
+
+def _check_unserved_arguments(spec, scripted) -> None:
+    """Without example inputs: every argument without a default is served, so it must be a Tensor (an
+    Optional[Tensor] is served as one by build's adapter); arguments with defaults keep them."""
+    from tsrepo import adapters
+    from tsrepo.errors import ServingError
+
+    for a in scripted.forward.schema.arguments[1:]:
+        kind = str(a.type)
+        if kind in ("Tensor", "Optional[Tensor]") or a.default_value is not None or kind.startswith("Optional["):
+            continue
+        raise ServingError(
+            f"{spec.where('inputs')}: forward argument `{a.name}: {kind}` cannot come from Triton, which passes only"
+            f" tensors; {adapters.argument_fix(a.name, kind)}"
+        )
+
+
+def _serving(model: nn.Module, error: BaseException) -> Finding:
+    """A serving refusal as a finding at forward's definition; the detail is build's own message."""
+    file, line, code = _forward_location(model)
+    return Finding(file, line, 1, "SV01", code, str(error).split(": ", 2)[-1])
 
 
 def _divergence(report: Report, detail: str) -> Finding:

@@ -251,6 +251,20 @@ KINDS: dict[str, Kind] = {
             "torch.library > Custom operators (fake / meta kernels)",
         ),
         Kind(
+            "SV01",
+            "what Triton's PyTorch backend cannot serve",
+            "The backend passes only Tensor arguments, one config input per forward argument, and serves a "
+            "Tensor, a List[str] or a tuple of those, batch first when max_batch_size > 0, with dims of at least "
+            "1 or -1. `tsrepo build` refuses anything else; doctor runs the same checks.",
+            "Say it in the spec rather than editing the model: `arguments = { attn_mask = \"none\" }` fixes an "
+            "argument, `list_inputs = [\"images\"]` serves a List[Tensor] as one tensor, `outputs = [{ dims = "
+            "[-1, 4] }]` declares dims that follow the data; dict and list outputs are wrapped by build.",
+            "def forward(self, images: List[Tensor], attn_mask: Optional[Tensor] = None):",
+            'inputs = [{ name = "images", dtype = "float32", shape = [3, 64, 64] }]\nlist_inputs = ["images"]\n'
+            'arguments = { attn_mask = "none" }',
+            "Triton PyTorch backend: model inputs and outputs (README)",
+        ),
+        Kind(
             "EX00",
             "torch.export refused the model",
             "torch.export failed with an error that is not one of the known classes.",

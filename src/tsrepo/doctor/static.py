@@ -216,7 +216,11 @@ class _FunctionPass(ast.NodeVisitor):
             self.add(tree, "TS04", f"keyword-only argument(s) {names}: TorchScript cannot compile them")
         with_defaults = [a.arg for a in all_args][-len(args.defaults) :] if args.defaults else []
         defaults = dict(zip(with_defaults, args.defaults, strict=True))
+        # A signature `# type: (...) -> ...` comment types every argument, as TorchScript reads it.
+        typed_by_comment = tree.type_comment is not None
         for a in all_args[1:]:
+            if typed_by_comment or a.type_comment is not None:
+                continue
             if a.annotation is not None:
                 self.check_annotation(a.annotation, f"argument `{a.arg}`")
                 continue
@@ -483,12 +487,35 @@ def _short(value) -> str:
 
 
 def _function_source(func) -> tuple[str, int, list[str]] | None:
+    # File and lines must come from the same function: inspect.getsourcelines unwraps a decorated function
+    # (functools.wraps' __wrapped__) but getsourcefile does not, which put a line of the library's model file
+    # under the decorator's file (transformers' `utils/deprecation.py`). Callers pass the unwrapped function.
     try:
         lines, start = inspect.getsourcelines(func)
         file = inspect.getsourcefile(func) or inspect.getfile(func)
     except (OSError, TypeError):
         return None
     return file, start, lines
+
+
+def _unwrap(func):
+    """The function a decorator wrapped (functools.wraps chains), so its own file, lines and globals are read."""
+    try:
+        return inspect.unwrap(func)
+    except ValueError:  # a __wrapped__ cycle
+        return func
+
+
+def _defining_function(cls: type, name: str):
+    """The method as the class that defines it has it: the first class in the MRO whose own __dict__ holds
+    `name`, unwrapped. A base class's decorator or __call__ never stands in for the method's own source."""
+    for klass in cls.__mro__:
+        if name in vars(klass):
+            member = vars(klass)[name]
+            if isinstance(member, (staticmethod, classmethod)):
+                member = member.__func__
+            return _unwrap(member)
+    return None
 
 
 def _no_source(module: nn.Module, func) -> Finding:
@@ -535,8 +562,7 @@ def analyse(model: nn.Module) -> list[Finding]:
             if name in visited:
                 continue
             visited.add(name)
-            func = getattr(type(module), name, None)
-            func = getattr(func, "__func__", func)
+            func = _defining_function(type(module), name)
             if not isinstance(func, types.FunctionType):
                 continue
             key = (id(type(module)), func.__qualname__, id(module))
@@ -551,7 +577,8 @@ def analyse(model: nn.Module) -> list[Finding]:
                 continue
             file, start, lines = src
             try:
-                tree = ast.parse(textwrap.dedent("".join(lines)))
+                # type_comments: `# type: (List[Tensor]) -> Tensor` annotates arguments for TorchScript too.
+                tree = ast.parse(textwrap.dedent("".join(lines)), type_comments=True)
             except SyntaxError:
                 continue
             fdef = next((n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))), None)
