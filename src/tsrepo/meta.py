@@ -39,6 +39,14 @@ FORMAT_VERSION = 1
 TORCH_VERSION_RE = re.compile(r"^(\d+)\.(\d+)")
 
 
+def torch_minor(version: str) -> tuple[int, int]:
+    """(major, minor) of a torch version string such as 2.13.0+cpu or 2.5.0a0+e000cf0ad9."""
+    m = TORCH_VERSION_RE.match(version)
+    if m is None:  # from_json refuses such a record; a version built in code could still hold it
+        raise MetaError(f"`torch` is not a torch version like 2.13.0 (got {version!r})")
+    return int(m.group(1)), int(m.group(2))
+
+
 @dataclass(frozen=True)
 class InputMeta:
     name: str
@@ -116,10 +124,7 @@ class VersionMeta:
 
     def torch_minor(self) -> tuple[int, int]:
         """(major, minor) of the exporting torch; checked when the record is loaded."""
-        m = TORCH_VERSION_RE.match(self.torch)
-        if m is None:  # from_json refuses such a record; one built in code could still hold it
-            raise MetaError(f"`torch` is not a torch version like 2.13.0 (got {self.torch!r})")
-        return int(m.group(1)), int(m.group(2))
+        return torch_minor(self.torch)
 
 
 @dataclass(frozen=True)

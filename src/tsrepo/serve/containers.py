@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tsrepo.meta import TORCH_VERSION_RE
+from tsrepo.meta import torch_minor
 
 IMAGE = "nvcr.io/nvidia/tritonserver"
 
@@ -45,14 +45,6 @@ AOTI_BATCHED_MIN_RELEASE = "26.06"
 # archive, so an operator added after the container's PyTorch still fails at load time: that is why
 # the torch version decides, and the file format is only checked as the stricter bound.
 MAX_READABLE_FILE_FORMAT = 0xA
-
-
-def torch_minor(version: str) -> tuple[int, int]:
-    """(major, minor) of a torch version string; tsrepo.json's loader refuses any other string first."""
-    m = TORCH_VERSION_RE.match(version)
-    if not m:
-        raise ValueError(f"not a torch version: {version!r}")
-    return int(m.group(1)), int(m.group(2))
 
 
 @dataclass(frozen=True)
