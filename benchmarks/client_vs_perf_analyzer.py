@@ -10,6 +10,10 @@ requests the server counted during that client's run, warm-up included).
 Targets: throughput >= 0.95x, p50 within 10%, CPU per request <= 1.5x perf_analyzer's.
 
     .venv/bin/python benchmarks/client_vs_perf_analyzer.py [--model din] [--levels 1,4,16] [--rounds 2]
+        [--protocol http|grpc] [--workers N]
+
+With --workers N, tsrepo bench sends from N processes; its CPU then counts every worker (they are its
+children, reaped before it exits).
 """
 
 from __future__ import annotations
@@ -81,9 +85,10 @@ def timed(cmd: list[str], env: dict | None = None) -> tuple[int, float, str]:
 
 
 def server_requests(http_url: str, model: str) -> int:
-    from tsrepo.client.kserve import HttpClient
+    from tsrepo.client import transport
 
-    stats = HttpClient(http_url).get_json(f"/v2/models/{model}/stats")["model_stats"][0]
+    with transport.connect(http_url) as client:
+        stats = client.statistics(model)["model_stats"][0]
     return int(stats["inference_stats"]["success"]["count"])
 
 
@@ -95,6 +100,7 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=3.0)
     ap.add_argument("--stability", type=float, default=15.0, help="percent, for both clients")
     ap.add_argument("--protocol", default="http", choices=["http", "grpc"])
+    ap.add_argument("--workers", type=int, default=1, help="tsrepo bench --workers")
     args = ap.parse_args()
     levels = [int(x) for x in args.levels.split(",")]
 
@@ -157,6 +163,8 @@ def main() -> int:
                                 "1",
                                 "--input-data",
                                 str(work / "inputs.npz"),
+                                "--workers",
+                                str(args.workers),
                                 "--json",
                                 str(out_json),
                             ]
@@ -211,7 +219,8 @@ def main() -> int:
 
     med = statistics.median
     print(
-        f"\nmodel {args.model}, {args.protocol}, window {args.window:g} s, stability {args.stability:g}%,"
+        f"\nmodel {args.model}, {args.protocol}, tsrepo --workers {args.workers}, window {args.window:g} s,"
+        f" stability {args.stability:g}%,"
         f" median of {args.rounds} rounds\n"
     )
     header = (

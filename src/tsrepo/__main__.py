@@ -1,3 +1,6 @@
-from tsrepo.cli import main
+"""`python -m tsrepo`: the CLI. Guarded so that a process importing this module does not run it."""
 
-main()
+from tsrepo.cli import run
+
+if __name__ == "__main__":
+    run()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from tsrepo.cli import _console, local_repo, main, repo_option
+from tsrepo.cli import RepoParam, _console, local_repo, main, repo_option
 from tsrepo.cli.options import MAX_SECONDS, Finite, output_path, usage
 from tsrepo.errors import TsrepoError, UsageError
 
@@ -43,6 +43,31 @@ def _levels(mode_name):
         return parse_levels(value, Mode(mode_name))
 
     return parse
+
+
+def _shapes(values, option):
+    from tsrepo.client.modelinfo import parse_shape
+
+    return dict(parse_shape(v, option) for v in values)
+
+
+def _ranges(values, option):
+    from tsrepo.client.modelinfo import parse_range
+
+    return dict(parse_range(v, option) for v in values)
+
+
+def _bench_repo(repo, from_server: bool, model: str, console):
+    """The repository bench reads, or None to read the model from the server: --from-server, or no
+    --repo and no ./model_repository holding the model."""
+    if from_server:
+        if repo is not None:
+            raise UsageError("give `--repo` or `--from-server`, not both")
+        return None
+    if repo is None:
+        default = Path("model_repository")
+        return default if (default / model / "config.pbtxt").is_file() else None
+    return local_repo(repo, console)
 
 
 def _seconds(low: float, low_open: bool = False) -> Finite:
@@ -153,7 +178,49 @@ def validate(repo, url, protocol, models, samples, rtol, atol, timeout, as_json)
     help="http is the low-overhead path (on par with perf_analyzer); grpc costs about 2-3x perf_analyzer's CPU "
     "per request (Python grpcio), which a small machine takes from the server.",
 )
-@repo_option("Where the model's config and tsrepo.json (input shapes and value ranges) are read.")
+@click.option(
+    "--repo",
+    type=RepoParam(),
+    help="Where the model's config and tsrepo.json (input shapes and value ranges) are read. Default:"
+    " ./model_repository when it holds MODEL, else the server's config and metadata.",
+)
+@click.option(
+    "--from-server",
+    is_flag=True,
+    help="Read inputs, dtypes, dims and max_batch_size from the server (no repository needed).",
+)
+@click.option(
+    "--shape",
+    "shapes",
+    multiple=True,
+    callback=usage(_shapes),
+    help="NAME:D1,D2: the dims (without the batch dim) of an input with dynamic dims (repeatable).",
+)
+@click.option(
+    "--range",
+    "ranges",
+    multiple=True,
+    callback=usage(_ranges),
+    help="NAME:LOW:HIGH: draw an integer input's values from LOW..HIGH (repeatable).",
+)
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Send the load from this many processes (one merged result); for gRPC, or when bench warns that the"
+    " client is the bottleneck.",
+)
+@click.option(
+    "--collect-metrics",
+    is_flag=True,
+    help="Scrape the server's metrics each window: GPU utilisation, memory and power (CPU and memory without GPUs).",
+)
+@click.option(
+    "--metrics-url",
+    callback=usage(_address),
+    help="HOST:PORT of the metrics endpoint (default: the --url host, port 8002). Implies --collect-metrics.",
+)
 @click.option(
     "--concurrency",
     callback=usage(_levels("concurrency")),
@@ -209,6 +276,12 @@ def bench(
     url,
     protocol,
     repo,
+    from_server,
+    shapes,
+    ranges,
+    workers,
+    collect_metrics,
+    metrics_url,
     concurrency,
     request_rate,
     poisson,
@@ -235,7 +308,10 @@ def bench(
     Each level runs a warm-up, then measurement windows until throughput and p95 of the last three
     agree (or --duration / --requests). Reported per level: throughput, latency p50/p90/p95/p99/max/
     mean, errors by kind, and from Triton's statistics (deltas over the windows) queue and compute
-    times, execution count and average batch size. Exit 1 when any request failed or the server
+    times, execution count and average batch size; the client's own CPU (a warning when the client,
+    not the server, is the bottleneck); with --collect-metrics the server's GPU (or CPU) utilisation,
+    memory and power. Without a repository the model's inputs come from the server: give each
+    dynamic dim with --shape. Exit 1 when any request failed, the model is not ready or the server
     went away (partial results are still written); 2 for usage errors, found before any load is sent.
     """
     from rich.markup import escape
@@ -255,6 +331,10 @@ def bench(
         raise UsageError("`--json`, `--csv` and `--plot` must name different files")
     mode = bench_mod.Mode.CONCURRENCY if concurrency else bench_mod.Mode.REQUEST_RATE
     levels = concurrency or request_rate
+    if collect_metrics or metrics_url:
+        from tsrepo.client.metrics import default_url
+
+        metrics_url = str(metrics_url) if metrics_url else default_url(str(url))
     settings = bench_mod.Settings(
         url=str(url),
         model=model,
@@ -267,9 +347,13 @@ def bench(
         max_windows=max_windows,
         stability=stability / 100.0,
         poisson=poisson,
+        workers=workers,
+        shapes=shapes or {},
+        ranges=ranges or {},
+        metrics_url=metrics_url,
     )
     console = _console()
-    repo = local_repo(repo, console)
+    repo = _bench_repo(repo, from_server, model, console)
     with Progress(
         SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console, transient=True
     ) as progress:
@@ -284,6 +368,13 @@ def bench(
     for r in results:
         if not r.stable and not r.aborted:
             console.print(f"[yellow]warning:[/] {mode} {r.level:g} did not stabilise within {len(r.windows)} windows")
+        if r.client_saturated:
+            console.print(
+                f"[yellow]warning:[/] at {mode} {r.level:g} a load process of the client was busy {r.client_busy:.0f} %"
+                f" of a core ({r.client_cpu:.0f} % CPU): the client, not the server, may be the bottleneck. Spread"
+                f" the load with `--workers {min(64, max(2, 2 * r.workers))}`, measure fewer or lower levels, or run"
+                " the client on another machine"
+            )
         if r.errors:
             failed = True
             console.print(

@@ -5,12 +5,16 @@ thousand requests, which fits in memory as two float arrays, and exact values ke
 short windows. A level is stable when throughput and p95 of the last three windows lie within
 `stability` of their mean (perf_analyzer's --stability-percentage); the report then covers those
 three windows, else every measured window, flagged unstable.
+
+Each window also records the client's own CPU per load process, and how busy it was (its threads on
+a CPU or runnable and waiting for one, from schedstat): a process busy 90 % of a core or more (locust
+warns at 90 % CPU) is the bottleneck, not the server, and the level says so. With `--workers N` the load comes
+from N processes (workers.py) and merges exactly.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import dataclasses
 import math
 import time
@@ -20,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from tsrepo.client import inputdata, kserve, loadgen, modelinfo, transport
+from tsrepo.client import inputdata, kserve, loadgen, modelinfo, readiness, transport, workers
+from tsrepo.client import metrics as metrics_mod
 from tsrepo.client.address import parse_address
-from tsrepo.errors import ClientError, UsageError
+from tsrepo.errors import ClientError, ServerRefused, UsageError
 
 STAT_KEYS = ("queue", "compute_input", "compute_infer", "compute_output")
 DEAD_AFTER_S = 2.0
@@ -30,6 +35,8 @@ STATS_TIMEOUT_S = 5.0
 MAX_CONCURRENCY = 4096
 MAX_RATE = 1e6
 MAX_LEVELS = 64
+MAX_WORKERS = 64
+SATURATED_CPU = 90.0  # percent of one core per load process (locust warns at 90 % CPU)
 
 
 class Mode(StrEnum):
@@ -77,6 +84,10 @@ class Settings:
     input_sets: int = 8
     seed: int = 0
     max_outstanding: int = 1024
+    workers: int = 1
+    shapes: dict = field(default_factory=dict)  # --shape NAME -> dims (without batch)
+    ranges: dict = field(default_factory=dict)  # --range NAME -> (low, high)
+    metrics_url: str | None = None  # --collect-metrics: HOST:PORT of Triton's metrics endpoint
 
 
 @dataclass
@@ -89,6 +100,9 @@ class Window:
     p95_ms: float
     errors: dict
     server: dict
+    client_cpu: float = 0.0  # percent of one core, the busiest load process
+    client_busy: float = 0.0  # percent of one core its threads ran or waited to run
+    metrics: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -102,9 +116,19 @@ class LevelResult:
     throughput: float = 0.0
     latency_ms: dict = field(default_factory=dict)
     requests: int = 0
+    requests_total: int = 0  # every request completed during the level, warm-up included
     errors: dict = field(default_factory=dict)
     server: dict = field(default_factory=dict)
     aborted: str | None = None
+    client_cpu: float = 0.0  # percent of one core: the busiest load process, mean over the used windows
+    client_busy: float = 0.0  # percent of one core that process's threads were on a CPU or waiting for one
+    metrics: dict = field(default_factory=dict)
+    workers: int = 1
+
+    @property
+    def client_saturated(self) -> bool:
+        """A load process never idle (running, or runnable but not scheduled) is what holds the load back."""
+        return max(self.client_busy, self.client_cpu) >= SATURATED_CPU
 
     def to_json(self) -> dict:
         return {
@@ -113,12 +137,20 @@ class LevelResult:
             "throughput_infer_per_s": self.throughput,
             "latency_ms": self.latency_ms,
             "requests": self.requests,
+            "requests_total": self.requests_total,
             "errors": self.errors,
             "stable": self.stable,
             "windows_measured": len(self.windows),
             "windows_used": self.used_windows,
             "server": self.server,
             "aborted": self.aborted,
+            "client": {
+                "workers": self.workers,
+                "cpu_percent": self.client_cpu,
+                "busy_percent": self.client_busy,
+                "saturated": self.client_saturated,
+            },
+            "metrics": self.metrics,
             "windows": [vars(w) for w in self.windows],
         }
 
@@ -126,9 +158,24 @@ class LevelResult:
 # ---- inputs ----------------------------------------------------------------------------------
 
 
-def input_sets(s: Settings, repo: Path, input_data: Path | None) -> list[dict[str, np.ndarray]]:
+def model_info(s: Settings, repo: Path | None, client: transport.Transport | None = None) -> modelinfo.ModelInfo:
+    """From the repository when there is one, else from the server's config and metadata; then
+    --shape and --range."""
+    if repo is not None:
+        info = modelinfo.load(repo, s.model, option="MODEL")
+    else:
+        try:
+            info = modelinfo.from_server(client, s.model)
+        except ServerRefused as e:
+            raise ClientError(f"model {s.model!r}: the server has no config for it ({e})") from None
+    return modelinfo.with_overrides(info, s.shapes, s.ranges)
+
+
+def input_sets(
+    s: Settings, repo: Path | None, input_data: Path | None, client: transport.Transport | None = None
+) -> list[dict[str, np.ndarray]]:
     """The request inputs, checked against the model before anything is sent (UsageError, exit 2)."""
-    info = modelinfo.load(repo, s.model, option="MODEL")
+    info = model_info(s, repo, client)
     if info.max_batch_size == 0 and s.batch_size != 1:
         raise UsageError(f"`--batch-size`: model {s.model!r} has max_batch_size 0, so --batch-size must be 1")
     if info.max_batch_size and s.batch_size > info.max_batch_size:
@@ -137,6 +184,7 @@ def input_sets(s: Settings, repo: Path, input_data: Path | None) -> list[dict[st
         )
     if input_data is not None:
         return [inputdata.fit(inputdata.load(input_data), info, s.batch_size, input_data)]
+    modelinfo.require_shapes(info)
     rng = np.random.default_rng(s.seed)
     return [info.sample(rng, s.batch_size, "mid") for _ in range(s.input_sets)]
 
@@ -195,10 +243,6 @@ def _merge_server(deltas: list[dict]) -> dict:
 # ---- measuring one level -----------------------------------------------------------------------
 
 
-def _slice(records: loadgen.Records, start: float, end: float) -> tuple[int, int]:
-    return bisect.bisect_left(records.ends, start), bisect.bisect_left(records.ends, end)
-
-
 def _percentiles(lat_s: np.ndarray) -> dict:
     if lat_s.size == 0:
         return {k: float("nan") for k in ("p50", "p90", "p95", "p99", "max", "mean")}
@@ -214,23 +258,24 @@ def _percentiles(lat_s: np.ndarray) -> dict:
     }
 
 
-def _window(records: loadgen.Records, start: float, end: float, batch: int, server: dict) -> Window:
-    i, j = _slice(records, start, end)
-    ok = np.frombuffer(records.ok, dtype=np.int8)[i:j].astype(bool)
-    lat = np.frombuffer(records.latencies, dtype=np.float64)[i:j][ok]
-    failed = (j - i) - int(ok.sum())
+def _cpu_percent(before: list[tuple], after: list[tuple]) -> tuple[float, float]:
+    """(CPU, loop busy) of the busiest load process over the interval, in percent of one core."""
+    cpu = busy = 0.0
+    for (w0, c0, b0), (w1, c1, b1) in zip(before, after, strict=False):
+        if w1 > w0 and c0 > 0:  # a worker's first report carries zeros: no interval yet
+            cpu = max(cpu, (c1 - c0) / (w1 - w0) * 100.0)
+            busy = max(busy, (b1 - b0) / (w1 - w0) * 100.0)
+    return cpu, busy
+
+
+def _window(records: loadgen.RecordSet, start: float, end: float, batch: int, server: dict) -> Window:
+    count, ok, lat = records.window(start, end)
+    successes = int(ok.sum())
+    failed = count - successes
     p95 = float(np.percentile(lat, 95) * 1000) if lat.size else float("nan")
     span = max(end - start, 1e-9)
-    return Window(
-        start,
-        end,
-        j - i,
-        int(ok.sum()),
-        float(ok.sum()) * batch / span,
-        p95,
-        {"error": failed} if failed else {},
-        server,
-    )
+    errors = {"error": failed} if failed else {}
+    return Window(start, end, count, successes, successes * batch / span, p95, errors, server)
 
 
 def is_stable(windows: list[Window], tolerance: float) -> bool:
@@ -244,15 +289,29 @@ def is_stable(windows: list[Window], tolerance: float) -> bool:
     return True
 
 
-async def _measure(
-    s: Settings, target: loadgen.Target, stats: transport.Transport, mode: Mode, level: float, progress
-) -> LevelResult:
+class _Probes:
+    """What is read at each window's edges besides the load: Triton's statistics and metrics."""
+
+    def __init__(self, s: Settings, stats: transport.Transport, scraper: metrics_mod.Scraper | None):
+        self.s, self.stats, self.scraper = s, stats, scraper
+
+    async def server(self) -> dict | None:
+        return await _fetch_stats(self.stats, self.s.model)
+
+    async def metrics(self) -> dict:
+        if self.scraper is None:
+            return {}
+        try:
+            return await asyncio.to_thread(self.scraper.scrape)
+        except ClientError:
+            return {}  # best-effort per window, as the statistics are
+
+
+async def _measure(s: Settings, load, probes: _Probes, mode: Mode, level: float, progress) -> LevelResult:
     if s.duration and s.duration < 3 * s.window:
         # Three windows at least, or stability cannot be judged.
         s = dataclasses.replace(s, window=s.duration / 3)
-    records = loadgen.Records()
-    stop = asyncio.Event()
-    result = LevelResult(mode, level, s.batch_size)
+    result = LevelResult(mode, level, s.batch_size, workers=s.workers)
     perf = time.perf_counter
     if s.requests:
         budget = max(60.0, s.requests / max(level, 1) * 10 if mode is Mode.REQUEST_RATE else 600.0)
@@ -261,17 +320,13 @@ async def _measure(
         budget = s.warmup + n * s.window + 2 * s.window
     begin = perf()
     deadline = begin + budget  # every request loop is bounded in time
-    if mode is Mode.CONCURRENCY:
-        load = asyncio.ensure_future(loadgen.closed_loop(target, int(level), records, stop, deadline))
-    else:
-        load = asyncio.ensure_future(
-            loadgen.open_loop(target, level, records, stop, deadline, s.poisson, s.max_outstanding, s.seed)
-        )
+    await load.start(str(mode), level, deadline)
 
     async def sleep_watching(until: float) -> str | None:
         while perf() < until:
             await asyncio.sleep(min(0.1, max(0.0, until - perf())))
             now = perf()
+            records = load.records
             last_ok = records.last_success or begin
             if records.last_connection_error > last_ok and now - last_ok > DEAD_AFTER_S:
                 return "server not reachable (connection refused or lost)"
@@ -283,65 +338,64 @@ async def _measure(
         aborted = await sleep_watching(begin + s.warmup)
         used: list[Window] = []
         if not aborted and s.requests:
-            start = perf()
-            before = await _fetch_stats(stats, s.model)
-            base = records.successes
+            start, cpu0 = perf(), load.cpu()
+            before = await probes.server()
+            base = load.records.successes
             while not aborted and perf() < deadline:
-                done = records.successes - base
+                done = load.records.successes - base
                 progress(f"{mode} {level:g}: {done}/{s.requests} requests")
                 if done >= s.requests:
                     break
                 aborted = await sleep_watching(perf() + 0.1)
             end = perf()
-            w = _window(records, start, end, s.batch_size, server_delta(before, await _fetch_stats(stats, s.model)))
+            w = _window(load.records, start, end, s.batch_size, server_delta(before, await probes.server()))
+            (w.client_cpu, w.client_busy), w.metrics = _cpu_percent(cpu0, load.cpu()), await probes.metrics()
             result.windows.append(w)
             used = [w]
             result.stable = True
         elif not aborted:
             target_windows = math.ceil(s.duration / s.window) if s.duration else s.max_windows
-            start = perf()
-            before = await _fetch_stats(stats, s.model)
+            start, cpu0 = perf(), load.cpu()
+            before = await probes.server()
             for k in range(target_windows):
                 aborted = await sleep_watching(start + s.window)
-                end = perf()
-                after = await _fetch_stats(stats, s.model)
-                w = _window(records, start, end, s.batch_size, server_delta(before, after))
+                end, cpu1 = perf(), load.cpu()
+                after = await probes.server()
+                w = _window(load.records, start, end, s.batch_size, server_delta(before, after))
+                (w.client_cpu, w.client_busy), w.metrics = _cpu_percent(cpu0, cpu1), await probes.metrics()
                 result.windows.append(w)
                 progress(
                     f"{mode} {level:g}: window {k + 1}/{target_windows},"
-                    f" {w.throughput:.0f} infer/s, p95 {w.p95_ms:.1f} ms"
+                    f" {w.throughput:.0f} infer/s, p95 {w.p95_ms:.1f} ms, client busy {w.client_busy:.0f} %"
                 )
                 if aborted:
                     break
-                start, before = end, after
+                start, before, cpu0 = end, after, cpu1
                 if not s.duration and is_stable(result.windows, s.stability):
                     break
             result.stable = is_stable(result.windows, s.stability)
             used = result.windows[-3:] if result.stable else result.windows
         result.aborted = aborted
     finally:
-        stop.set()
-        try:
-            await asyncio.wait_for(load, timeout=10)
-        except (asyncio.TimeoutError, Exception):
-            load.cancel()
+        await load.stop()
 
     result.used_windows = len(used)
     if used:
-        i, _ = _slice(records, used[0].start, used[0].end)
-        _, j = _slice(records, used[-1].start, used[-1].end)
-        ok = np.frombuffer(records.ok, dtype=np.int8)[i:j].astype(bool)
-        lat = np.frombuffer(records.latencies, dtype=np.float64)[i:j][ok]
+        count, ok, lat = load.records.window(used[0].start, used[-1].end)
         span = used[-1].end - used[0].start
-        result.requests = j - i
+        result.requests = count
         result.throughput = float(ok.sum()) * s.batch_size / span if span > 0 else 0.0
         result.latency_ms = _percentiles(lat)
         result.server = _merge_server([w.server for w in used])
-    result.errors = dict(records.errors)
+        result.client_cpu = float(np.mean([w.client_cpu for w in used]))
+        result.client_busy = float(np.mean([w.client_busy for w in used]))
+        result.metrics = metrics_mod.merge([w.metrics for w in used if w.metrics])
+    result.errors = dict(load.records.errors)
+    result.requests_total = sum(len(p.ok) for p in load.records.parts)
     return result
 
 
-def _target(s: Settings, sets: list[dict[str, np.ndarray]]) -> loadgen.Target:
+def make_target(s: Settings, sets: list[dict[str, np.ndarray]]) -> loadgen.Target:
     address = parse_address(s.url)
     if s.protocol is transport.Protocol.GRPC:
         return loadgen.Target("grpc", address.host, address.port, [], loadgen.GrpcChannel(str(address), s.model, sets))
@@ -352,41 +406,56 @@ def _target(s: Settings, sets: list[dict[str, np.ndarray]]) -> loadgen.Target:
 
 
 def check_server(client: transport.Transport, model: str, timeout: float = 10.0) -> None:
-    client.wait_ready(timeout)
-    if not client.model_ready(model):
-        raise ClientError(f"model {model!r} is not ready on {client.url}")
+    """Wait (bounded) for the model's own readiness, not the server's (see readiness.py)."""
+    reason = readiness.wait_models(client, [model], timeout)[model]
+    if reason is not None:
+        raise ClientError(f"model {model!r} is not ready on {client.url}: {reason}")
 
 
 def run(
     s: Settings,
     mode: Mode | str,
     levels: list[float],
-    repo: Path,
+    repo: Path | None,
     input_data: Path | None = None,
     progress=lambda _m: None,
 ) -> list[LevelResult]:
     """Measure each level in turn. Stops early (returning what was measured) when the server dies.
 
-    Everything the user gave is checked (UsageError) before the server is contacted."""
+    With `repo` None the model's inputs come from the server's config and metadata (and --shape).
+    Everything the user gave is checked (UsageError) before any load is sent."""
     mode = Mode(mode)
     s = dataclasses.replace(s, protocol=transport.parse_protocol(s.protocol))
+    if not 1 <= s.workers <= MAX_WORKERS:
+        raise UsageError(f"`--workers`: give 1 to {MAX_WORKERS}, got {s.workers}")
     stats = transport.connect(s.url, s.protocol, STATS_TIMEOUT_S)
-    sets = input_sets(s, repo, input_data)
+    if repo is not None:
+        sets = input_sets(s, repo, input_data)
     results = []
 
     async def main() -> None:
-        target = _target(s, sets)
+        scraper = metrics_mod.Scraper(s.metrics_url) if s.metrics_url else None
+        if scraper is not None:
+            await asyncio.to_thread(scraper.scrape)  # unreachable: say so before any load, not per window
+        if s.workers > 1:
+            load = await asyncio.to_thread(workers.WorkerLoad, s, sets, s.workers)
+        else:
+            load = workers.InProcessLoad(make_target(s, sets), s)
+        probes = _Probes(s, stats, scraper)
         try:
             for level in levels:
-                r = await _measure(s, target, stats, mode, level, progress)
+                r = await _measure(s, load, probes, mode, level, progress)
                 results.append(r)
                 if r.aborted:
                     break
         finally:
-            if target.grpc:
-                await target.grpc.close()
+            await load.close()
+            if scraper is not None:
+                scraper.close()
 
     with stats:
         check_server(stats, s.model)
+        if repo is None:
+            sets = input_sets(s, None, input_data, stats)
         asyncio.run(main())
     return results

@@ -44,6 +44,63 @@ class Records:
             if failure.unreachable:
                 self.last_connection_error = end
 
+    def chunk(self, since: int) -> tuple[bytes, bytes, bytes]:
+        """The records from index `since` on, as bytes (what a worker process sends its parent)."""
+        return self.ends[since:].tobytes(), self.latencies[since:].tobytes(), self.ok[since:].tobytes()
+
+    def extend(self, ends: bytes, latencies: bytes, ok: bytes, errors: dict, last_connection_error: float) -> None:
+        """Append a worker's chunk; `errors` is the worker's running count by kind."""
+        start = len(self.ok)
+        self.ends.frombytes(ends)
+        self.latencies.frombytes(latencies)
+        self.ok.frombytes(ok)
+        for k in range(len(self.ok) - 1, start - 1, -1):
+            if self.ok[k]:
+                self.last_success = self.ends[k]
+                break
+        self.successes += sum(self.ok[start:])
+        self.errors = Counter(errors)
+        self.last_connection_error = last_connection_error
+
+
+class RecordSet:
+    """The records of one or more load processes read as one: each part is in completion order, so a
+    window is the union of each part's slice, and latencies merge exactly (no histogram buckets)."""
+
+    def __init__(self, parts: list[Records]):
+        self.parts = parts
+
+    @property
+    def successes(self) -> int:
+        return sum(p.successes for p in self.parts)
+
+    @property
+    def last_success(self) -> float:
+        return max((p.last_success for p in self.parts), default=0.0)
+
+    @property
+    def last_connection_error(self) -> float:
+        return max((p.last_connection_error for p in self.parts), default=0.0)
+
+    @property
+    def errors(self) -> Counter:
+        return sum((p.errors for p in self.parts), Counter())
+
+    def window(self, start: float, end: float):
+        """(count, ok mask, latencies of the successes) for requests that ended in [start, end)."""
+        import bisect
+
+        import numpy as np
+
+        oks, lats = [], []
+        for p in self.parts:
+            i, j = bisect.bisect_left(p.ends, start), bisect.bisect_left(p.ends, end)
+            oks.append(np.frombuffer(p.ok, dtype=np.int8)[i:j].astype(bool))
+            lats.append(np.frombuffer(p.latencies, dtype=np.float64)[i:j])
+        ok = np.concatenate(oks) if oks else np.zeros(0, bool)
+        lat = np.concatenate(lats) if lats else np.zeros(0)
+        return ok.size, ok, lat[ok]
+
 
 class RequestFailed(Exception):
     """One request failed; `failure` comes from the same mapping the transport uses."""

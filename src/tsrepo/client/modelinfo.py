@@ -98,7 +98,7 @@ def check_repo(repo: Path) -> Path:
 
 def check_model_name(name: str, option: str) -> str:
     """A model name that stays inside the repository (the same rule build applies)."""
-    if not NAME_RE.match(name) or name in (".", ".."):
+    if not NAME_RE.fullmatch(name) or name in (".", ".."):
         raise UsageError(
             f"`{option}`: {name!r} is not a model name: use letters, digits, '_', '.' and '-'"
             " (no path separators, no '..')"
@@ -158,3 +158,105 @@ def list_models(repo: Path) -> list[str]:
 
 # --input-data lives in inputdata.py; kept here under its old name for callers.
 load_input_data = inputdata.load
+
+
+# ---- from a running server (no repository) -----------------------------------------------------
+
+
+def parse_shape(text: str, option: str = "--shape") -> tuple[str, tuple[int, ...]]:
+    """NAME:D1,D2,... (the dims without the batch dim, as perf_analyzer's --shape)."""
+    name, sep, dims = text.rpartition(":")
+    if not sep or not name:
+        raise UsageError(f"`{option}`: expected NAME:D1,D2 (dims without the batch dim), got {text!r}")
+    try:
+        values = tuple(int(d) for d in dims.split(","))
+    except ValueError:
+        raise UsageError(f"`{option}`: {text!r}: dims must be whole numbers separated by commas") from None
+    if any(d < 0 for d in values):
+        raise UsageError(f"`{option}`: {text!r}: dims must be >= 0")
+    return name, values
+
+
+def parse_range(text: str, option: str = "--range") -> tuple[str, tuple[int, int]]:
+    """NAME:LOW:HIGH, the inclusive range integer input values are drawn from."""
+    parts = text.rsplit(":", 2)
+    if len(parts) != 3 or not parts[0]:
+        raise UsageError(f"`{option}`: expected NAME:LOW:HIGH, got {text!r}")
+    try:
+        low, high = int(parts[1]), int(parts[2])
+    except ValueError:
+        raise UsageError(f"`{option}`: {text!r}: LOW and HIGH must be whole numbers") from None
+    if low > high:
+        raise UsageError(f"`{option}`: {text!r}: LOW must be <= HIGH")
+    return parts[0], (low, high)
+
+
+def with_overrides(
+    info: ModelInfo, shapes: dict[str, tuple[int, ...]], ranges: dict[str, tuple[int, int]]
+) -> ModelInfo:
+    """`info` with --shape and --range applied; every name must be an input, every shape must fit."""
+    names = [t.name for t in info.inputs]
+    for option, given in (("--shape", shapes), ("--range", ranges)):
+        unknown = [n for n in given if n not in names]
+        if unknown:
+            raise UsageError(f"`{option}`: model {info.name!r} has no input {unknown[0]!r}; its inputs are {names}")
+    inputs = []
+    for t in info.inputs:
+        dims, rng = t.dims, t.range
+        if t.name in shapes:
+            shape = shapes[t.name]
+            fits = len(shape) == len(t.dims) and all(
+                d == -1 or (isinstance(d, tuple) and d[0] <= s <= d[1]) or d == s
+                for d, s in zip(t.dims, shape, strict=True)
+            )
+            if not fits:
+                raise UsageError(
+                    f"`--shape`: {t.name}:{','.join(map(str, shape))} does not fit input {t.name!r}, whose dims are"
+                    f" {_dims_text(t.dims)} (without the batch dim)"
+                )
+            dims = shape
+        if t.name in ranges:
+            if t.dtype.is_float or t.dtype.name == "bool":
+                raise UsageError(f"`--range`: input {t.name!r} is {t.dtype.name}; ranges are for integer inputs")
+            rng = ranges[t.name]
+        inputs.append(TensorInfo(t.name, t.dtype, tuple(dims), rng, t.argument, t.reshape))
+    return ModelInfo(info.name, info.folder, info.config, info.meta, inputs, info.outputs)
+
+
+def require_shapes(info: ModelInfo) -> None:
+    """Refuse to draw inputs for a dim nobody sized (a server's config says only -1)."""
+    for t in info.inputs:
+        if any(d == -1 for d in t.dims):
+            raise UsageError(
+                f"`--shape`: input {t.name!r} of model {info.name!r} has a dynamic dim {_dims_text(t.dims)};"
+                f" give its size, e.g. --shape {t.name}:{','.join('8' if d == -1 else str(d) for d in t.dims)}"
+            )
+
+
+def _dims_text(dims: tuple) -> str:
+    return "[" + ", ".join(f"{d[0]}..{d[1]}" if isinstance(d, tuple) else str(d) for d in dims) + "]"
+
+
+def from_server(client, name: str) -> ModelInfo:
+    """What bench needs from a server whose repository is not here: the model's config (inputs,
+    dtypes, dims, max_batch_size), checked against its metadata. Dynamic dims stay -1 until --shape."""
+    from google.protobuf import json_format
+
+    cfg = json_format.ParseDict(client.config(name), pb.ModelConfig(), ignore_unknown_fields=True)
+    metadata = client.metadata(name)
+    wire = {t.get("name"): t.get("datatype") for t in metadata.get("inputs", [])}
+    inputs = []
+    for i, inp in enumerate(cfg.input):
+        dtype = dtypes.BY_TRITON.get(pb.DataType.Name(inp.data_type))
+        if dtype is None or dtype is dtypes.STRING:
+            raise UsageError(
+                f"`MODEL`: input {inp.name!r} of {name!r} is {pb.DataType.Name(inp.data_type)}, which bench cannot"
+                " generate; give --input-data"
+            )
+        if wire.get(inp.name) not in (None, dtype.wire):
+            raise TsrepoError(
+                f"{name}: the server's config says input {inp.name!r} is {dtype.wire}, its metadata says"
+                f" {wire[inp.name]}"
+            )
+        inputs.append(TensorInfo(inp.name, dtype, tuple(int(d) for d in inp.dims), None, i))
+    return ModelInfo(name, None, cfg, None, inputs, [o.name for o in cfg.output])

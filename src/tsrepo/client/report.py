@@ -26,7 +26,27 @@ CSV_COLUMNS = [
     "Errors",
     "Avg Batch Size",
     "Stable",
+    "Client CPU %",
+    "Client Busy %",
+    "Client Saturated",
+    # perf_analyzer's --collect-metrics columns (utilisation in percent, power in W, memory in bytes), then
+    # the CPU stand-ins Triton reports without GPUs; empty when not collected or not reported.
+    "Avg GPU Utilization",
+    "Avg GPU Power Usage",
+    "Max GPU Memory Usage",
+    "Total GPU Memory",
+    "Avg CPU Utilization",
+    "Max CPU Memory Usage",
 ]
+METRIC_COLUMNS = {
+    "Avg GPU Utilization": ("gpu_utilization", 100.0),
+    "Avg GPU Power Usage": ("gpu_power_w", 1.0),
+    "Max GPU Memory Usage": ("gpu_memory_used_bytes", 1.0),
+    "Total GPU Memory": ("gpu_memory_total_bytes", 1.0),
+    "Avg CPU Utilization": ("cpu_utilization", 100.0),
+    "Max CPU Memory Usage": ("cpu_memory_used_bytes", 1.0),
+}
+MIB = 1024.0 * 1024.0
 
 
 def first_column(results: list[LevelResult]) -> str:
@@ -52,9 +72,27 @@ def csv_rows(results: list[LevelResult]) -> list[dict]:
                 "Errors": sum(r.errors.values()),
                 "Avg Batch Size": f"{srv.get('avg_batch_size', 0):.2f}",
                 "Stable": "yes" if r.stable else "no",
+                "Client CPU %": f"{r.client_cpu:.0f}",
+                "Client Busy %": f"{r.client_busy:.0f}",
+                "Client Saturated": "yes" if r.client_saturated else "no",
+                **{
+                    col: (f"{r.metrics[key] * scale:.1f}" if key in r.metrics else "")
+                    for col, (key, scale) in METRIC_COLUMNS.items()
+                },
             }
         )
     return rows
+
+
+def metric_columns(results: list[LevelResult]) -> list[tuple[str, str, float]]:
+    """(header, metrics key, scale) for the table: GPU figures where the server has GPUs, else CPU."""
+    keys = {k for r in results for k in r.metrics}
+    if "gpu_utilization" in keys:
+        cols = [("gpu %", "gpu_utilization", 100.0), ("gpu MiB", "gpu_memory_used_bytes", 1 / MIB)]
+        return cols + ([("gpu W", "gpu_power_w", 1.0)] if "gpu_power_w" in keys else [])
+    if "cpu_utilization" in keys or "cpu_memory_used_bytes" in keys:
+        return [("cpu %", "cpu_utilization", 100.0), ("cpu MiB", "cpu_memory_used_bytes", 1 / MIB)]
+    return []
 
 
 def write_csv(results: list[LevelResult], out: TextIO) -> None:
@@ -71,6 +109,7 @@ def to_json(results: list[LevelResult], settings) -> dict:
         "batch_size": settings.batch_size,
         "window_s": settings.window,
         "stability": settings.stability,
+        "workers": settings.workers,
         "levels": [r.to_json() for r in results],
     }
 
@@ -96,6 +135,8 @@ def table(results: list[LevelResult], title: str):
         "infer µs",
         "avg batch",
         "stable",
+        "client busy %",
+        *(c[0] for c in metric_columns(results)),
     ):
         t.add_column(col, justify="right")
     for r in results:
@@ -109,6 +150,11 @@ def table(results: list[LevelResult], title: str):
             f"{srv.get('compute_infer_us', 0):.0f}",
             f"{srv.get('avg_batch_size', 0):.2f}",
             "yes" if r.stable else "[yellow]no[/]",
+            f"[yellow]{r.client_busy:.0f}[/]" if r.client_saturated else f"{r.client_busy:.0f}",
+            *(
+                f"{r.metrics[key] * scale:.1f}" if key in r.metrics else "-"
+                for _, key, scale in metric_columns(results)
+            ),
         )
     return t
 

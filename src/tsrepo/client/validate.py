@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tsrepo import compare, modelfile
-from tsrepo.client import modelinfo, transport
+from tsrepo.client import modelinfo, readiness, transport
 from tsrepo.errors import ClientError, ServerRefused, ServerTimeout, ServerUnreachable
 
 
@@ -239,15 +239,18 @@ def validate(
     names = models or modelinfo.list_models(repo)
     infos = [modelinfo.load(repo, name) for name in names]
     with client:
-        progress(f"waiting for {client.url} to be ready")
-        try:
-            client.wait_ready(timeout)
-        except ServerTimeout:
-            # Not ready overall (a model failed to load, say): go on and report per model.
-            pass
+        progress(f"waiting for {client.url} to serve {', '.join(names)}")
+        # Each model's own readiness, not the server's: with one model failed the server is never ready,
+        # and the others must not wait out the timeout; a failed model is reported with the server's reason.
+        not_ready = readiness.wait_models(client, names, timeout)
         results = []
         for info in infos:
             progress(f"validating {info.name}")
+            if not_ready.get(info.name):
+                r = ModelResult(info.name)
+                r.fail(f"not served: {not_ready[info.name]}", Status.NOT_READY)
+                results.append(r)
+                continue
             try:
                 results.append(validate_model(client, info, samples, rtol, atol))
             except (ServerUnreachable, ServerTimeout):
