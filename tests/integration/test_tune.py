@@ -136,3 +136,14 @@ def test_write_changes_exactly_the_tuned_keys_and_keeps_comments(tiny, tmp_path)
     rebuilt = tune_mod.rebuild_config(local_spec, "lin", own_repo)
     cfg = text_format.Parse(rebuilt.read_text(), pb.ModelConfig())
     assert cfg.instance_group[0].count == 2 and cfg.dynamic_batching.max_queue_delay_microseconds == 250
+
+
+def test_a_server_not_in_explicit_mode_is_refused_before_any_load(example_server, example_repo):
+    before = transport.connect(example_server.http_url, "http", 10).statistics("din")
+    result = CliRunner().invoke(
+        main, ["tune", "din", "--repo", str(example_repo), "--url", example_server.http_url, "--threads", "1"]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--model-control-mode=explicit" in result.output and "Traceback" not in result.output
+    after = transport.connect(example_server.http_url, "http", 10).statistics("din")
+    assert after == before  # not one inference was sent

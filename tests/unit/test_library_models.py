@@ -53,6 +53,11 @@ def build_op_library(folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def op_library(tmp_path_factory):
+    # One library per test process: this fixture is also imported by the integration tests (a second
+    # module object, so a second fixture), and loading a second copy of the same op namespace aborts torch.
+    existing = os.environ.get("TSREPO_TEST_OP_LIBRARY")
+    if existing and Path(existing).is_file():
+        return Path(existing)
     path = build_op_library(tmp_path_factory.mktemp("ops"))
     os.environ["TSREPO_TEST_OP_LIBRARY"] = str(path)
     return path

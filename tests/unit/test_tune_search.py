@@ -155,3 +155,13 @@ def test_probe_concurrency_follows_model_analyzers_rule_capped():
 def test_an_empty_axis_is_a_usage_error():
     with pytest.raises(UsageError, match="empty"):
         Space(instances=(), max_batch_sizes=(1,), delays_us=(0,))
+
+
+def test_a_threads_axis_with_torchs_default_sorts_and_steps():
+    # threads=None (torch's default) beside a number: sorting the grid compared None with int before.
+    space = Space(instances=(1, 2), max_batch_sizes=(1, 4), delays_us=(0,), threads=(None, 1), off_max_batch_size=4)
+    grid = space.grid()
+    assert len(grid) == len(set(grid)) == 2 * 2 * 2
+    assert space.step(Candidate(1, 4, False, 0, None), "threads", 1) == Candidate(1, 4, False, 0, 1)
+    result = quick(space, Goal(), Fake(batching_pays), [1, 4], Candidate(1, 4, False, 0, None))
+    assert result.winner is not None

@@ -167,7 +167,12 @@ def tune(
         TimeRemainingColumn,
     )
 
+    from tsrepo.serve.runner import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # SIGTERM stops the search like Ctrl-C: the local engine is stopped, the JSON kept
     console = _console()
+    # Off a terminal the bar is not drawn: each trial is a line instead, so logs show progress.
+    log_lines = not console.is_terminal
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     try:
         with Progress(*columns, TextColumn("ETA"), TimeRemainingColumn(), console=console, transient=True) as bar:
@@ -175,7 +180,10 @@ def tune(
             outcome = tune_mod.tune(
                 options,
                 progress=lambda m: bar.update(task, description=escape(m)),
-                on_trial=lambda done, total, m: bar.update(task, completed=done, total=total, description=escape(m)),
+                on_trial=lambda done, total, m: (
+                    bar.update(task, completed=done, total=total, description=escape(m)),
+                    log_lines and click.echo(f"[{done}/~{total}] {m}", err=True),
+                ),
             )
     except KeyboardInterrupt:
         click.echo("interrupted; the JSON file (--json) can be resumed with --resume", err=True)

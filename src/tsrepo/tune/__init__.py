@@ -22,7 +22,7 @@ from tsrepo.errors import ClientError, TsrepoError, UsageError
 from tsrepo.tune import results as results_mod
 from tsrepo.tune import safety
 from tsrepo.tune.engine import Engine, served_config
-from tsrepo.tune.search import Goal, Objective, SearchResult, brute, quick
+from tsrepo.tune.search import INTERRUPTED, Goal, Objective, SearchResult, brute, quick
 from tsrepo.tune.space import Candidate, Space, current_candidate
 
 __all__ = ["Options", "Outcome", "Search", "tune"]
@@ -81,8 +81,12 @@ class Outcome:
     swap_seconds: list[float] = field(default_factory=list)
     elapsed_s: float = 0.0
 
+    stopped: str = ""  # why the search ended early, if it did
+
     @property
     def exit_code(self) -> int:
+        if self.stopped == INTERRUPTED:
+            return 130
         return 0 if self.winner is not None else 1
 
 
@@ -252,6 +256,7 @@ def tune(
             with transport.connect(url, o.protocol, timeout=10) as client:
                 base = served_config(client.config(o.model))
         engine = Engine(url, o.model, o.repo, base, served, bench_settings, progress=progress)
+        engine.check_swappable()
         if o.time_budget_min is not None:
             engine.deadline = begin + o.time_budget_min * 60
 
@@ -282,16 +287,21 @@ def tune(
                 engine.restore()
     winner = result.winner.candidate if result.winner else None
     outcome = Outcome(run, goal, result, winner, current, False, "", notes=notes, swap_seconds=list(engine.swaps))
-    if winner is None:
+    resume_hint = f"; continue with --resume {run.path}" if run.path else " (--json would have kept a resumable file)"
+    if result.stopped:
+        outcome.stopped = result.stopped
+        best = f"best so far: {winner.key()}" if winner else "no config measured meets the goal yet"
+        outcome.verdict = f"stopped early ({result.stopped}); {best}{resume_hint}"
+        outcome.better = winner is not None and winner != current
+    elif winner is None:
         closest = results_mod.ranked(Goal(goal.objective), run.trials)[:3]
-        what = (
-            f"p99 <= {goal.p99_budget_ms:g} ms"
-            if goal.objective is Objective.THROUGHPUT
-            else f"throughput >= {goal.min_throughput:g}"
-        )
-        outcome.verdict = f"no config meets {what}" + (
-            "; closest: " + ", ".join(f"{t.candidate.key()}" for t in closest) if closest else ""
-        )
+        if goal.objective is Objective.THROUGHPUT and goal.p99_budget_ms is not None:
+            what = f"no config meets p99 <= {goal.p99_budget_ms:g} ms"
+        elif goal.objective is Objective.LATENCY:
+            what = f"no config meets throughput >= {goal.min_throughput:g}"
+        else:
+            what = "no config gave a stable, error-free measurement"
+        outcome.verdict = what + ("; closest: " + ", ".join(t.candidate.key() for t in closest) if closest else "")
     elif current_trial is not None:
         noise = _noise(goal, result)
         cur = goal.value(current_trial.levels)
@@ -310,9 +320,6 @@ def tune(
                 f"{winner.key()} beats the current config {current.key()} by {ratio:.2f}x (noise {noise:.0%})"
             )
         run.current = current_trial.to_json()
-    else:
-        outcome.verdict = f"stopped early ({result.stopped}); best so far: {winner.key()}"
-        outcome.better = winner != current
     run.winner = winner.key() if winner else None
     run.verdict = outcome.verdict
     run.save()

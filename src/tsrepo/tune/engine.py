@@ -18,9 +18,9 @@ from google.protobuf import json_format
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tsrepo.client import bench, transport
-from tsrepo.errors import ClientError, ServerRefused, TsrepoError
+from tsrepo.errors import ClientError, ServerRefused, TsrepoError, UsageError
 from tsrepo.tune import space as space_mod
-from tsrepo.tune.search import Level, Stop, Trial
+from tsrepo.tune.search import INTERRUPTED, Level, Stop, Trial
 
 READY_POLL_S = 0.05
 
@@ -69,6 +69,17 @@ class Engine:
         self.swaps.append(seconds)
         return seconds
 
+    def check_swappable(self) -> None:
+        """Before any load is sent: the server lets the repository API load this model with another config
+        (explicit model-control mode). Loads the repository's own config, which changes nothing."""
+        try:
+            self.restore()
+        except ServerRefused as e:
+            raise UsageError(
+                f"{self.url} refused to load {self.model!r} through the repository API ({e}); tune swaps configs"
+                " that way: start the server with --model-control-mode=explicit, or tune on the local engine"
+            ) from e
+
     def restore(self) -> None:
         """Load the repository's own config again (after a search, so the server is left as found)."""
         doc = json_format.MessageToDict(self.served(self.base), preserving_proto_field_name=True)
@@ -98,7 +109,8 @@ class Engine:
         except SwapFailed as e:
             return Trial(c, [], kind, swap_s, time.perf_counter() - begin, str(e))
         except KeyboardInterrupt:
-            raise Stop("interrupted") from None
+            raise Stop(INTERRUPTED) from None
+        notes = sorted({r.aborted for r in results if r.aborted})
         out = []
         for r in results:
             lat = r.latency_ms
@@ -112,7 +124,8 @@ class Engine:
                     int(sum(r.errors.values())),
                 )
             )
-        return Trial(c, out, kind, swap_s, time.perf_counter() - begin)
+        note = "; ".join(notes) if notes else ("" if out else "bench measured no level")
+        return Trial(c, out, kind, swap_s, time.perf_counter() - begin, note)
 
 
 def served_config(cfg_dict: dict) -> pb.ModelConfig:

@@ -128,6 +128,9 @@ def probe_level(c: Candidate, max_concurrency: int) -> int:
     return max(1, min(max_concurrency, 2 * c.max_batch_size * c.instances if c.batching else 2 * c.instances))
 
 
+INTERRUPTED = "interrupted"  # the Stop reason for Ctrl-C or SIGTERM
+
+
 class Stop(Exception):
     """Raised by a measure function (or the budget check) to end the search cleanly with what was found."""
 

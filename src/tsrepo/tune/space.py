@@ -16,13 +16,23 @@ from tritonclient.grpc import model_config_pb2 as pb
 from tsrepo.errors import UsageError
 
 
-@dataclass(frozen=True, order=True)
+@dataclass(frozen=True)
 class Candidate:
     instances: int
     max_batch_size: int
     batching: bool
     delay_us: int = 0
     threads: int | None = None  # INTRA_OP_THREAD_COUNT; None leaves the parameter as it is
+
+    def sort_key(self) -> tuple:
+        # threads=None (torch's default) sorts first; a plain tuple comparison would compare None with int.
+        return (
+            self.instances,
+            self.max_batch_size,
+            self.batching,
+            self.delay_us,
+            -1 if self.threads is None else self.threads,
+        )
 
     def key(self) -> str:
         """A stable, readable id (JSON keys, table rows)."""
@@ -90,7 +100,7 @@ class Space:
             if mbs > 1:  # a batcher with max_batch_size 1 cannot batch anything
                 for delay in self.delays_us:
                     points.add(Candidate(inst, mbs, True, delay, threads))
-        return sorted(points)
+        return sorted(points, key=Candidate.sort_key)
 
     def contains(self, c: Candidate) -> bool:
         return c in set(self.grid())
@@ -153,7 +163,8 @@ class Space:
             if sizes:
                 out.add(replace(c, batching=True, max_batch_size=sizes[-1], delay_us=self.delays_us[0]))
         grid = set(self.grid())
-        return sorted(self.canonical(n) for n in out if self.canonical(n) in grid and self.canonical(n) != c)
+        found = {self.canonical(n) for n in out} - {c}
+        return sorted((n for n in found if n in grid), key=Candidate.sort_key)
 
 
 def current_candidate(cfg: pb.ModelConfig) -> Candidate:
