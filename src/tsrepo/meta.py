@@ -36,6 +36,8 @@ from tsrepo.errors import MetaError
 
 META_FILE = "tsrepo.json"
 FORMAT_VERSION = 1
+MAX_DIM = 2**31 - 1
+MAX_SAMPLE_ELEMENTS = 1 << 28  # per row; spec.MAX_SAMPLE_BYTES bounds what build itself writes
 TORCH_VERSION_RE = re.compile(r"^(\d+)\.(\d+)")
 
 
@@ -220,17 +222,17 @@ def from_json(doc: Any, path: Path) -> ModelMeta:
             raise r.fail(where, "must be an object")
         shape = []
         for j, d in enumerate(r.get(item, "shape", list, f"{where}.shape")):
-            if isinstance(d, int) and not isinstance(d, bool) and d > 0:
+            if isinstance(d, int) and not isinstance(d, bool) and 0 < d <= MAX_DIM:
                 shape.append(d)
             elif (
                 isinstance(d, list)
                 and len(d) == 2
-                and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in d)
+                and all(isinstance(x, int) and not isinstance(x, bool) and 0 < x <= MAX_DIM for x in d)
                 and d[0] <= d[1]
             ):
                 shape.append((d[0], d[1]))
             else:
-                raise r.fail(f"{where}.shape[{j}]", f"must be a positive size or [min, max], got {d!r}")
+                raise r.fail(f"{where}.shape[{j}]", f"must be a size or [min, max] from 1 to {MAX_DIM}, got {d!r}")
         rng = r.get(item, "range", list, f"{where}.range", required=False)
         if rng is not None and (
             len(rng) != 2
@@ -238,15 +240,28 @@ def from_json(doc: Any, path: Path) -> ModelMeta:
             or rng[0] >= rng[1]
         ):
             raise r.fail(f"{where}.range", f"must be [low, high] finite numbers with low < high, got {rng!r}")
+        if rng is not None and not all(-(2**63) <= x <= 2**63 for x in rng):
+            raise r.fail(f"{where}.range", f"must lie within int64, got {rng!r}")
+        elements = 1
+        for d in shape:
+            elements *= d[1] if isinstance(d, tuple) else d
+        if elements > MAX_SAMPLE_ELEMENTS:
+            raise r.fail(f"{where}.shape", f"holds {elements} values per row at its largest, too many to sample")
+        argument = r.get(item, "argument", int, f"{where}.argument", required=False, default=i)
+        if argument < 0:
+            raise r.fail(f"{where}.argument", f"must be a forward argument index >= 0, got {argument}")
         inputs.append(
             InputMeta(
                 r.get(item, "name", str, f"{where}.name"),
-                r.get(item, "argument", int, f"{where}.argument", required=False, default=i),
+                argument,
                 r.get(item, "dtype", str, f"{where}.dtype"),
                 tuple(shape),
                 tuple(rng) if rng is not None else None,
             )
         )
+    arguments = sorted(i.argument for i in inputs)
+    if arguments != list(range(len(inputs))):
+        raise r.fail("inputs", f"`argument` values must be 0..{len(inputs) - 1}, each once, got {arguments}")
     outputs = []
     for i, item in enumerate(r.get(doc, "outputs", list, "outputs", required=False, default=[])):
         where = f"outputs[{i}]"
@@ -264,7 +279,7 @@ def from_json(doc: Any, path: Path) -> ModelMeta:
     versions: dict[int, VersionMeta] = {}
     for key, entry in r.get(doc, "versions", dict, "versions", required=False, default={}).items():
         where = f"versions.{key}"
-        if not key.isdigit() or int(key) < 1:
+        if not (key.isascii() and key.isdigit()) or int(key) < 1:
             raise r.fail(where, "must be keyed by a version number >= 1")
         if not isinstance(entry, dict):
             raise r.fail(where, "must be an object")

@@ -90,7 +90,7 @@ def _human(n: int) -> str:
 def existing_versions(model_dir: Path) -> list[int]:
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isascii() and p.name.isdigit())
 
 
 def next_version(root: Path, name: str) -> int:
@@ -283,7 +283,7 @@ def clean_stale_staging(root: Path) -> None:
         for p in parent.iterdir():
             if p.name.startswith(prefix):
                 pid_text = p.name[len(prefix) :].split("-")[0]
-                if pid_text.isdigit() and not _pid_alive(int(pid_text)):
+                if pid_text.isascii() and pid_text.isdigit() and not _pid_alive(int(pid_text)):
                     shutil.rmtree(p, ignore_errors=True)
 
 

@@ -77,6 +77,6 @@ def parse_address(text: str | Address, option: str = "--url") -> Address:
             raise bad("the host is empty")
         if not HOST_RE.match(host):
             raise bad(f"{host!r} is not a host name or IPv4 address")
-    if not port.isdigit() or not 1 <= int(port) <= 65535:
+    if not (port.isascii() and port.isdigit()) or not 1 <= int(port) <= 65535:
         raise bad(f"the port must be a number from 1 to 65535, not {port!r}")
     return Address(host, int(port))

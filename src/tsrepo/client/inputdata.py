@@ -48,14 +48,20 @@ def _load_npz(path: Path) -> dict[str, np.ndarray]:
         raise _bad(path, "not a .npz archive (write one with numpy.savez(path, name=array, ...))")
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            out = {k: z[k] for k in z.files}
+        for k, v in out.items():
+            if not isinstance(v, np.ndarray):  # a member that is not a .npy file comes back as raw bytes
+                raise _bad(path, f"member {k!r} is not a numpy array (.npy); write the file with numpy.savez")
+        return out
     except ValueError as e:
         if "allow_pickle" in str(e):
             why = "holds pickled (object) arrays, which are never loaded; save plain numeric arrays"
             raise _bad(path, why) from None
         raise _bad(path, f"not a readable .npz file ({e})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise _bad(path, f"not a readable .npz file ({e or type(e).__name__})") from None
+    except UsageError:
+        raise
+    except Exception as e:  # numpy's format reader raises many kinds for a corrupt member
+        raise _bad(path, f"not a readable .npz file ({type(e).__name__}: {e})") from None
 
 
 def _load_json(path: Path) -> dict[str, np.ndarray]:
@@ -63,6 +69,8 @@ def _load_json(path: Path) -> dict[str, np.ndarray]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as e:
         raise _bad(path, f"not valid JSON ({e}); give a .npz, or JSON like {{\"x\": [[1, 2]]}}") from None
+    except RecursionError:
+        raise _bad(path, "nested too deeply to be an array of inputs") from None
     except OSError as e:
         raise _bad(path, f"cannot be read ({e.strerror or e})") from None
     if not isinstance(doc, dict):
@@ -76,8 +84,8 @@ def _load_json(path: Path) -> dict[str, np.ndarray]:
             value, dtype = value["data"], value.get("dtype")
         try:
             out[name] = np.array(value, dtype=dtype)
-        except (ValueError, TypeError, OverflowError) as e:
-            raise _bad(path, f"input {name!r}: not a rectangular array of numbers ({e})") from None
+        except (ValueError, TypeError, OverflowError, RecursionError) as e:
+            raise _bad(path, f"input {name!r}: not a rectangular array of numbers ({type(e).__name__})") from None
     return out
 
 

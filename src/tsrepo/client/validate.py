@@ -169,7 +169,13 @@ def validate_model(
     except ServerRefused as e:
         result.fail(f"not served: {e}", Status.NOT_READY)
         return result
-    served_versions = {int(v) for v in metadata.get("versions", [])}
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("versions", []), list):
+        # A port that answers HTTP but is not Triton's inference API (the metrics port, say).
+        raise ServerRefused(
+            f"{client.url} answered, but not with KServe model metadata for {name!r}: is --url Triton's HTTP"
+            " (or gRPC) port, not its metrics port?"
+        )
+    served_versions = {int(v) for v in metadata.get("versions", []) if str(v).isascii() and str(v).isdigit()}
     local_versions = [v for v in info.versions() if v in served_versions]
     if not local_versions:
         result.fail(

@@ -116,7 +116,7 @@ def _verify(name: str, staged: Path, loc: uri.S3Location, warn: Callable[[str], 
     """Every version folder's model file against tsrepo.json; unrecorded versions are left out."""
     record_key = loc.key(name, META_FILE)
     record = _parse_record((staged / META_FILE).read_bytes(), loc.describe(record_key))
-    for vdir in sorted(p for p in staged.iterdir() if p.is_dir() and p.name.isdigit()):
+    for vdir in sorted(p for p in staged.iterdir() if p.is_dir() and p.name.isascii() and p.name.isdigit()):
         entry = record.versions.get(int(vdir.name))
         if entry is None:
             # What an interrupted push leaves: the version landed, its record did not. Serving it
