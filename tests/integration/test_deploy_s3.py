@@ -342,3 +342,15 @@ def test_serve_and_validate_run_on_a_pushed_repository(repos, s3_endpoint, bucke
         server.send_signal(signal.SIGTERM)
         server.wait(30)
     assert server.returncode == 0
+
+
+def test_prune_at_a_prefix_holding_other_repositories_deletes_only_model_folders(repos, s3_endpoint, bucket):
+    old, new = repos
+    s3.push(old, s3.parse(f"s3://{bucket}/team-a", s3_endpoint))  # another repository beside the root's models
+    root = s3.parse(f"s3://{bucket}", s3_endpoint)
+    s3.push(old, root)
+    plan = push_mod.plan(new, root, prune=True)
+    deleted = [st.key for st in plan.steps if st.action == "delete"]
+    assert not [k for k in deleted if k.startswith("team-a/")], deleted
+    push_mod.apply(plan, remote.client(root))
+    assert _bucket_files(s3_endpoint, bucket, "team-a") == _local_files(old)

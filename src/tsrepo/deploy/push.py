@@ -85,7 +85,14 @@ def plan(repo: Path, loc: S3Location, prune: bool, s3=None) -> Plan:
             else:
                 steps.append(Step("upload", key, "changed" if key in existing else "new", f))
     local_models = {m.name for m in models}
-    stale = sorted(k for k in existing if k not in local_keys and _model_of(loc, k))
+    # Only model folders are ever pruned: a folder with a config.pbtxt of its own, or one the local
+    # repository has. Anything else under the prefix (another repository beside this one, say) is not
+    # this repository's to delete.
+    remote_models = {m for m, rest in (_model_of(loc, k) or ("", "") for k in existing) if rest == CONFIG_FILE}
+    owned = remote_models | local_models
+    stale = sorted(
+        k for k in existing if k not in local_keys and _model_of(loc, k) and _model_of(loc, k)[0] in owned
+    )
     # Models gone from the local repository lose config.pbtxt first, so a polling server unloads
     # them cleanly instead of meeting a model folder whose versions are disappearing.
     stale.sort(key=lambda k: (_model_of(loc, k)[0] in local_models, _model_of(loc, k)[1] != CONFIG_FILE, k))
