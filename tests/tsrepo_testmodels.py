@@ -419,3 +419,11 @@ def tiny_bert() -> nn.Module:
         max_position_embeddings=64,
     )
     return BertModel(config)
+
+
+def slow_factory() -> nn.Module:
+    """Takes a minute to build: a Ctrl-C lands inside the user's own code."""
+    import time
+
+    time.sleep(60)
+    return Linear()

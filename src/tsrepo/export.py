@@ -78,6 +78,12 @@ def user_code(what: str) -> Iterator[None]:
         raise
     except SystemExit as e:
         raise ExportError(f"{what} called sys.exit({e.code!r}){_user_frame(e)}; a model must not exit") from e
+    except KeyboardInterrupt as e:
+        from tsrepo import interrupts
+
+        if interrupts.received():  # the user pressed Ctrl-C (or sent SIGTERM): not the model's failure
+            raise
+        raise ExportError(f"{what} raised KeyboardInterrupt{_user_frame(e)}") from e
     except BaseException as e:
         raise ExportError(f"{what} raised {_first_line(e)}{_user_frame(e)}") from e
 

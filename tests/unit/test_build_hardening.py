@@ -294,3 +294,33 @@ def test_debug_shows_the_users_own_failing_frame(tmp_path):
     )
     assert proc.returncode != 0
     assert "tsrepo_testmodels.py" in proc.stderr and "The above exception was the direct cause" in proc.stderr
+
+
+def test_ctrl_c_during_a_build_says_interrupted_exits_130_and_changes_nothing(write_spec, tmp_path):
+    """A user's Ctrl-C is not the model's failure, even when it lands inside the model's own code (a
+    KeyboardInterrupt the model raises by itself still is)."""
+    import signal
+    import time
+
+    spec = write_spec(
+        '[[model]]\nname = "slow"\nsource = "tsrepo_testmodels:slow_factory"\nversion = 1\n'
+        'inputs = [{ dtype = "float32", shape = [4] }]\n'
+    )
+    out = tmp_path / "repo"
+    (out / "slow" / "1").mkdir(parents=True)
+    (out / "slow" / "1" / "model.pt").write_bytes(b"old model")
+    before = _files(out)
+    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tsrepo", "build", str(spec), "--out", str(out), "--force"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(8)  # imports done; inside the factory's minute-long sleep
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 130, output
+    assert "interrupted" in output and "Traceback" not in output and "raised" not in output
+    assert _files(out) == before

@@ -19,6 +19,9 @@ class _Group(click.Group):
     """Prints a TsrepoError as one message and exits with its code; TSREPO_DEBUG=1 for tracebacks."""
 
     def invoke(self, ctx):
+        from tsrepo import interrupts
+
+        interrupts.install()
         try:
             return super().invoke(ctx)
         except TsrepoError as e:
@@ -26,6 +29,11 @@ class _Group(click.Group):
                 raise
             click.secho(f"error: {e}", fg="red", err=True)
             ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            if os.environ.get("TSREPO_DEBUG"):
+                raise
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
 
 
 class PathParam(click.Path):

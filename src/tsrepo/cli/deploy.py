@@ -7,6 +7,9 @@ import click
 from tsrepo.cli import PathParam, _console, main
 from tsrepo.errors import UsageError
 
+# Kubernetes holds replicas, probe thresholds and metric targets as int32.
+INT32_MAX = 2**31 - 1
+
 
 def _s3_uri(ctx, param, value):
     """Checked at parse time; the endpoint (a later option) is merged in by the command."""
@@ -102,11 +105,13 @@ def deploy():
 )
 @click.option("--out", default="k8s", show_default=True, type=PathParam(), help="The folder to render into.")
 @click.option("--name", default="triton", show_default=True, help="Name of the Deployment, Service and the rest.")
-@click.option("--replicas", default=1, show_default=True, type=click.IntRange(min=1))
-@click.option("--min-replicas", type=click.IntRange(min=1), help="HPA lower bound [default: --replicas].")
-@click.option("--max-replicas", type=click.IntRange(min=1), help="HPA upper bound [default: max(3, --replicas)].")
+@click.option("--replicas", default=1, show_default=True, type=click.IntRange(1, INT32_MAX))
+@click.option("--min-replicas", type=click.IntRange(1, INT32_MAX), help="HPA lower bound [default: --replicas].")
 @click.option(
-    "--gpus", type=click.IntRange(min=0), help="nvidia.com/gpu per pod [default: 1 if any model is KIND_GPU, else 0]."
+    "--max-replicas", type=click.IntRange(1, INT32_MAX), help="HPA upper bound [default: max(3, --replicas)]."
+)
+@click.option(
+    "--gpus", type=click.IntRange(0, 1024), help="nvidia.com/gpu per pod [default: 1 if any model is KIND_GPU, else 0]."
 )
 @click.option(
     "--image",
@@ -128,14 +133,14 @@ def deploy():
     "--queue-target-us",
     default=50,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, INT32_MAX),
     help="HPA target: average queue time per request, microseconds.",
 )
 @click.option(
     "--startup-seconds",
     default=600,
     show_default=True,
-    type=click.IntRange(min=10),
+    type=click.IntRange(10, 86400),
     help="How long the startup probe allows for downloading and loading the models.",
 )
 @click.option(

@@ -106,7 +106,9 @@ def start(
 
 def sigterm_as_interrupt() -> None:
     """Treat SIGTERM like Ctrl-C, so a stop at any moment (even while starting) cleans up."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    from tsrepo import interrupts
+
+    interrupts.install(signal.SIGINT, signal.SIGTERM)
 
 
 def wait_for_signal(handle) -> int:
