@@ -203,13 +203,13 @@ def staging_parent(root: Path) -> Path:
     if (
         root.parent.is_dir()
         and os.stat(root.parent).st_dev == os.stat(root).st_dev
-        and _probe_writable(root.parent) is None
+        and probe_writable(root.parent) is None
     ):
         return root.parent
     return root
 
 
-def _probe_writable(folder: Path) -> str | None:
+def probe_writable(folder: Path) -> str | None:
     """None when a file can really be created in `folder` (permissions, read-only mounts and root
     alike), else the reason."""
     try:
@@ -233,7 +233,7 @@ def check_writable(root: Path, option: str = "--out") -> None:
         raise RepositoryError(
             f"{root}: cannot be created, {probe} is a file, not a folder; choose another {option}"
         )
-    reason = _probe_writable(probe)
+    reason = probe_writable(probe)
     if reason:
         where = "" if probe == root else f" (it would be created in {probe})"
         raise RepositoryError(f"{root}: not writable{where}: {reason}; choose another {option} or fix its permissions")

@@ -140,3 +140,21 @@ def test_one_failed_model_does_not_block_bench_or_validate(one_failed_server):
     (broken,) = validate.validate(server.http_url, repo, ["broken"], samples=2, timeout=60)
     assert broken.status == "not ready" and "UNAVAILABLE" in broken.problems[0]
     assert time.monotonic() - t0 < 40
+
+
+def test_requests_that_all_fail_end_the_level_instead_of_waiting_forever(example_server, example_repo, tmp_path):
+    # An embedding index out of range: the server answers every request with an error.
+    data = tmp_path / "bad.json"
+    data.write_text(json.dumps({
+        "user_id": [-5], "item_id": [1], "category_id": [1], "hist_item_ids": [1, 2], "hist_category_ids": [1, 2],
+    }))  # fmt: skip
+    started = time.monotonic()
+    args = ["--concurrency", "2", "--requests", "5", "--warmup", "0", "--input-data", str(data)]
+    result = CliRunner().invoke(
+        main, ["bench", "din", "--repo", str(example_repo), "--url", example_server.http_url, *args]
+    )
+    assert result.exit_code == 1, result.output
+    assert "requests failed" in result.output and "Traceback" not in result.output
+    assert time.monotonic() - started < 60
+    # Merged failing requests once crashed tritonserver (an error object shared by their responses).
+    assert example_server.alive() and "connection refused" not in result.output

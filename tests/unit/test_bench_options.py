@@ -113,3 +113,12 @@ def test_busy_counts_a_thread_that_runs():
     while time.perf_counter() - t0 < 0.2:
         pass
     assert workers.busy() - b0 >= 0.1
+
+
+def test_a_request_rate_too_slow_to_measure_is_refused():
+    from tsrepo.client.bench import Mode, parse_levels
+    from tsrepo.errors import UsageError
+
+    with pytest.raises(UsageError, match="--request-rate.*>= 0.1"):
+        parse_levels("1e-300", Mode.REQUEST_RATE)
+    assert parse_levels("0.1,5", Mode.REQUEST_RATE) == [0.1, 5.0]

@@ -110,7 +110,7 @@ def test_out_under_a_file_is_refused_before_any_model_is_imported(write_spec, tm
         build.build(spec, tmp_path / "afile" / "sub")
 
 
-@pytest.mark.skipif(repository._probe_writable(Path("/sys")) is None, reason="needs a folder no one can write")
+@pytest.mark.skipif(repository.probe_writable(Path("/sys")) is None, reason="needs a folder no one can write")
 def test_unwritable_out_is_refused_before_any_work(tmp_path):
     result = CliRunner().invoke(
         main,

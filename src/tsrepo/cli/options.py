@@ -59,10 +59,16 @@ def output_path(value, option):
     if path.is_dir():
         raise UsageError(f"`{option}`: {path} is a folder; give a file name")
     parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"`{option}`: {parent} is a file, not a folder")
     if not parent.is_dir():
         raise UsageError(f"`{option}`: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise UsageError(f"`{option}`: {path} is not writable")
+    # A real probe, not os.access: root passes os.access on /sys and read-only mounts.
+    from tsrepo.repository import probe_writable
+
+    reason = probe_writable(parent)
+    if reason or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"`{option}`: {path} is not writable ({reason or 'permission denied'})")
     if option == "--plot" and path.suffix.lower() != ".png":
         raise UsageError(f"`{option}`: {path} must end in .png (the plot is a PNG image)")
     return path

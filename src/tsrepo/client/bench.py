@@ -34,6 +34,10 @@ DEAD_AFTER_S = 2.0
 STATS_TIMEOUT_S = 5.0
 MAX_CONCURRENCY = 4096
 MAX_RATE = 1e6
+MIN_RATE = 0.1  # requests/s: slower than this, a level takes minutes to say anything
+# With --requests, a level whose requests keep failing stops after this many failures (plus 10 per
+# request asked for) instead of waiting for successes that never come.
+MAX_FAILURES = 100
 MAX_LEVELS = 64
 MAX_WORKERS = 64
 SATURATED_CPU = 90.0  # percent of one core per load process (locust warns at 90 % CPU)
@@ -60,9 +64,11 @@ def parse_levels(text: str, mode: Mode) -> list[float]:
     if len(values) > MAX_LEVELS:
         raise UsageError(f"`{option}`: at most {MAX_LEVELS} levels, got {len(values)}")
     top = MAX_CONCURRENCY if mode is Mode.CONCURRENCY else MAX_RATE
+    low = 0 if mode is Mode.CONCURRENCY else MIN_RATE
     for v in values:
-        if not math.isfinite(v) or v <= 0 or v > top:
-            raise UsageError(f"`{option}`: levels must be finite numbers > 0 and <= {top:g}, got {v:g}")
+        if not math.isfinite(v) or v <= 0 or v < low or v > top:
+            bound = f">= {low:g}" if low else "> 0"
+            raise UsageError(f"`{option}`: levels must be finite numbers {bound} and <= {top:g}, got {v:g}")
         if mode is Mode.CONCURRENCY and v != int(v):
             raise UsageError(f"`{option}`: levels must be whole numbers, got {v:g}")
     return values
@@ -341,10 +347,15 @@ async def _measure(s: Settings, load, probes: _Probes, mode: Mode, level: float,
             start, cpu0 = perf(), load.cpu()
             before = await probes.server()
             base = load.records.successes
+            failed_base = sum(load.records.errors.values())
             while not aborted and perf() < deadline:
                 done = load.records.successes - base
                 progress(f"{mode} {level:g}: {done}/{s.requests} requests")
                 if done >= s.requests:
+                    break
+                failed = sum(load.records.errors.values()) - failed_base
+                if failed >= MAX_FAILURES + 10 * s.requests:
+                    aborted = f"{failed} requests failed while {done} succeeded; stopped (see the errors)"
                     break
                 aborted = await sleep_watching(perf() + 0.1)
             end = perf()

@@ -94,8 +94,11 @@ def check_writable(path: Path | None, option: str) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"`{option}` {path}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise UsageError(f"`{option}` {path}: the folder {parent} is not writable")
+    from tsrepo.repository import probe_writable
+
+    reason = probe_writable(parent)
+    if reason:
+        raise UsageError(f"`{option}` {path}: the folder {parent} is not writable ({reason})")
 
 
 # ---- reports --------------------------------------------------------------------------------------
