@@ -139,9 +139,10 @@ def load(repo: Path, name: str, option: str = "--model") -> ModelInfo:
             dims, rng, arg = m.shape, m.range, m.argument
         else:
             if any(d == -1 for d in inp.dims):
+                what = "has no entry for" if record is not None else "is missing, and"
                 raise TsrepoError(
-                    f"{meta_path}: missing, and input {inp.name!r} has a dynamic dim; rebuild with"
-                    " `tsrepo build` (which records dim ranges), or pass --input-data"
+                    f"{meta_path}: {what} input {inp.name!r}, which has a dynamic dim; rebuild with `tsrepo build`"
+                    " (which records dim ranges); bench can also take --input-data or --shape"
                 )
             dims, rng, arg = tuple(inp.dims), None, i
         inputs.append(TensorInfo(inp.name, dtype, dims, rng, arg, reshape))
