@@ -115,6 +115,7 @@ def main() -> None:
                 brute_trials=len(b.trials),
             )
         )
+        _print_row(rows[-1])  # as soon as a model is done: a long run that is cut short keeps what it measured
     print()
     print(f"objective: highest throughput with p99 <= {args.budget_ms:g} ms; levels {levels}; window {args.window} s")
     print(
@@ -123,16 +124,20 @@ def main() -> None:
     )
     print("|---" * 14 + "|")
     for r in rows:
+        _print_row(r)
 
-        def f(v, fmt):
-            return "-" if v is None else format(v, fmt)
 
-        print(
-            f"| {r['model']} | {r['grid']} | {f(r['brute_best'], '.1f')} | {f(r['quick_best'], '.1f')}"
-            f" | {f(r['ratio'], '.3f')} | {r['brute_s']:.0f} | {r['quick_s']:.0f} | {r['time_ratio']:.3f}"
-            f" | {r['brute_winner']} | {r['quick_winner']} | {r['default']} | {f(r['default_value'], '.1f')}"
-            f" | {f(r['vs_default'], '.2f')}x | {r['swap_median']:.2f} |"
-        )
+def _print_row(r: dict) -> None:
+    def f(v, fmt):
+        return "-" if v is None else format(v, fmt)
+
+    print(
+        f"| {r['model']} | {r['grid']} | {f(r['brute_best'], '.1f')} | {f(r['quick_best'], '.1f')}"
+        f" | {f(r['ratio'], '.3f')} | {r['brute_s']:.0f} | {r['quick_s']:.0f} | {r['time_ratio']:.3f}"
+        f" | {r['brute_winner']} | {r['quick_winner']} | {r['default']} | {f(r['default_value'], '.1f')}"
+        f" | {f(r['vs_default'], '.2f')}x | {r['swap_median']:.2f} |",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
