@@ -153,3 +153,14 @@ def test_strings_cannot_inject_yaml(tmp_path):
     doc = yaml.safe_load((out / "deployment.yaml").read_text())
     assert doc["kind"] == "Deployment"
     assert doc["spec"]["template"]["spec"]["containers"][0]["args"][0].endswith('a"b: c\\nkind: Secret')
+
+
+def test_image_auto_never_picks_a_release_before_26_06_for_batched_aoti_packages(tmp_path):
+    models = example_models()
+    for m in models:
+        m.config.platform = "torch_aoti"
+        for e in m.record.versions.values():
+            object.__setattr__(e, "torch", "2.5.0")  # old enough that TorchScript alone would pick 24.10
+    result = k8s.deploy(DeployOptions(loc=LOC), tmp_path / "aoti", models=models)
+    release = result.image.rsplit(":", 1)[1].removesuffix("-py3")
+    assert release >= "26.06", result.image

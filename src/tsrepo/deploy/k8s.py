@@ -73,7 +73,10 @@ def choose_image(o: DeployOptions, models: list[pull.RemoteModel]) -> tuple[str,
         )
     formats = [e.file_format_version for m in models if m.record for e in m.record.versions.values()]
     known = [f for f in formats if f is not None]
-    choice = containers.choose(max(recorded)[1], max(known) if known else None)
+    # The same rule as compose: AOTInductor packages need 26.03+, batched ones 26.06+.
+    aoti = [m.config for m in models if m.config.platform == "torch_aoti"]
+    batched = any(cfg.max_batch_size > 1 and cfg.HasField("dynamic_batching") for cfg in aoti)
+    choice = containers.choose(max(recorded)[1], max(known) if known else None, aoti=bool(aoti), aoti_batched=batched)
     warnings = [choice.warning] if choice.warning else []
     unknown = [m.name for m in models if not (m.record and m.record.versions)]
     if unknown:
