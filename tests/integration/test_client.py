@@ -115,10 +115,11 @@ def test_bench_writes_consistent_json_csv_and_png(example_server, example_repo, 
 
 
 def test_request_rate_above_capacity_shows_latency_growing(example_server, example_repo):
-    # Judged from the server's own queue-time statistics, not from ratios to a capacity measured
-    # seconds earlier by a client that shares two cores with the server: the overload is made
-    # large (3x) so a busier machine only makes it larger, and a server that never queued fails.
+    # Latency is counted from each request's scheduled send time, so the queueing shows wherever it
+    # happens: in Triton's queue, or in a client too starved (2 shared cores) to keep its schedule.
+    # Judged against the unloaded latency measured by the same client, not against a throughput ratio.
     s = bench.Settings(url=example_server.http_url, model="resnet_small", duration=2, warmup=0.5)
+    unloaded = bench.run(s, "concurrency", [1], example_repo)[0]
     capacity = bench.run(s, "concurrency", [4], example_repo)[0].throughput
     (above,) = bench.run(
         bench.Settings(url=example_server.http_url, model="resnet_small", duration=3, warmup=0),
@@ -126,11 +127,9 @@ def test_request_rate_above_capacity_shows_latency_growing(example_server, examp
         [capacity * 3.0],
         example_repo,
     )
-    queue_us = above.server["queue_us"]
-    assert queue_us > 20_000, above.server  # requests waited in Triton's queue (idle, it is well under 1 ms) ...
-    assert above.latency_ms["p50"] * 1000 > queue_us * 0.5  # ... and the client's latency holds that wait
+    assert above.latency_ms["p50"] > 5 * unloaded.latency_ms["p50"], (above.latency_ms, unloaded.latency_ms)
     p95s = [w.p95_ms for w in above.windows]
-    assert p95s[-1] > p95s[0]  # and keeps growing: measured from the scheduled send time
+    assert p95s[-1] > p95s[0]  # and it keeps growing while the overload lasts
 
 
 def test_killing_the_server_mid_bench_ends_quickly_with_partial_results(example_repo, tmp_path):
