@@ -191,9 +191,8 @@ RACER = textwrap.dedent(
 )
 
 
-def test_two_builds_racing_for_version_1_cannot_both_write_it(write_spec, tmp_path):
-    spec = write_spec(f'[defaults]\nmax_batch_size = 4\n[[model]]\nname = "lin"\n{LINEAR}')
-    out = tmp_path / "repo"
+def _race(spec: Path, out: Path, tmp_path: Path) -> tuple[list[int], list[str]]:
+    """Two builds of `spec` into `out` at once, each holding the write step 3 s; (exit codes, outputs)."""
     env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     script = tmp_path / "racer.py"
     script.write_text(RACER)
@@ -208,9 +207,15 @@ def test_two_builds_racing_for_version_1_cannot_both_write_it(write_spec, tmp_pa
         for i in range(2)
     ]
     outputs = [p.communicate(timeout=240)[0] for p in procs]
-    codes = sorted(p.returncode for p in procs)
-    assert codes == [0, 2], outputs
-    loser = outputs[[p.returncode for p in procs].index(2)]
+    return [p.returncode for p in procs], outputs
+
+
+def test_two_builds_racing_for_version_1_cannot_both_write_it(write_spec, tmp_path):
+    spec = write_spec(f'[defaults]\nmax_batch_size = 4\n[[model]]\nname = "lin"\n{LINEAR}')
+    out = tmp_path / "repo"
+    codes, outputs = _race(spec, out, tmp_path)
+    assert sorted(codes) == [0, 2], outputs
+    loser = outputs[codes.index(2)]
     assert "RepositoryError" in loser and "version 1 of 'lin' exists" in loser
     # The version on disk is the winner's, complete: its recorded hash matches the file.
     import hashlib
@@ -223,21 +228,8 @@ def test_two_builds_racing_for_version_1_cannot_both_write_it(write_spec, tmp_pa
 def test_two_builds_without_a_version_get_versions_1_and_2(write_spec, tmp_path):
     spec = write_spec(f'[defaults]\nmax_batch_size = 4\n[[model]]\nname = "lin"\n{LINEAR.replace("version = 1", "")}')
     out = tmp_path / "repo"
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    script = tmp_path / "racer.py"
-    script.write_text(RACER)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), str(spec), str(out), str(tmp_path / f"flag{i}")],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for i in range(2)
-    ]
-    outputs = [p.communicate(timeout=240)[0] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    codes, outputs = _race(spec, out, tmp_path)
+    assert codes == [0, 0], outputs
     assert repository.existing_versions(out / "lin") == [1, 2]
 
 
