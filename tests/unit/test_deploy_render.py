@@ -18,6 +18,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tsrepo import meta
 from tsrepo.deploy import k8s, pull, uri
+from tsrepo.deploy.errors import DeployError
 from tsrepo.deploy.options import DeployOptions
 from tsrepo.serve import containers
 
@@ -164,3 +165,31 @@ def test_image_auto_never_picks_a_release_before_26_06_for_batched_aoti_packages
     result = k8s.deploy(DeployOptions(loc=LOC), tmp_path / "aoti", models=models)
     release = result.image.rsplit(":", 1)[1].removesuffix("-py3")
     assert release >= "26.06", result.image
+
+
+def _with_op_library(models: list[pull.RemoteModel]) -> list[pull.RemoteModel]:
+    import dataclasses
+
+    first = models[0]
+    ops = (meta.OpLibraryMeta("tsrepo_test", ("muladd",), "/build/libtsrepo_test_ops.so", "1" * 64),)
+    models[0] = pull.RemoteModel(first.name, first.config, dataclasses.replace(first.record, op_libraries=ops))
+    return models
+
+
+def test_recorded_op_libraries_are_mounted_from_a_configmap_and_preloaded(tmp_path):
+    out = tmp_path / "ops"
+    k8s.deploy(DeployOptions(loc=LOC, image="25.10-py3", ops_configmap="triton-ops"), out, models=_with_op_library(example_models()))
+    dep = yaml.safe_load((out / "deployment.yaml").read_text())
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["command"][:2] == ["/bin/sh", "-c"] and "LD_PRELOAD=/opt/tsrepo/ops/libtsrepo_test_ops.so" in c["command"][2]
+    assert 'exec tritonserver "$@"' in c["command"][2] and c["args"][0].startswith("--model-repository=")
+    assert {"name": "tsrepo-ops", "configMap": {"name": "triton-ops"}} in pod["volumes"]
+    assert any(m["mountPath"] == "/opt/tsrepo/ops" and m.get("readOnly") for m in c["volumeMounts"])
+    kubernetes_validate.validate(dep, K8S_VERSION, strict=True)  # the real schema accepts the additions
+
+
+def test_recorded_op_libraries_without_a_configmap_are_refused_naming_the_fix(tmp_path):
+    with pytest.raises(DeployError, match=r"libtsrepo_test_ops.so.*--ops-configmap"):
+        k8s.deploy(DeployOptions(loc=LOC, image="25.10-py3"), tmp_path / "ops", models=_with_op_library(example_models()))
+    assert not (tmp_path / "ops").exists()

@@ -126,6 +126,12 @@ def deploy():
     show_default=True,
     help="The Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.",
 )
+@click.option(
+    "--ops-configmap",
+    help="A ConfigMap holding the custom-op libraries the models record in tsrepo.json (kubectl create configmap"
+    " NAME --from-file=LIB.so): mounted and preloaded, as Triton's PyTorch backend needs. Required when any model"
+    " records one.",
+)
 @click.option("--cpu", default="2", show_default=True, help="CPU request per pod.")
 @click.option("--memory", default="8Gi", show_default=True, help="Memory request and limit per pod.")
 @click.option("--shm-size", default="1Gi", show_default=True, help="Size of the in-memory /dev/shm volume.")

@@ -116,8 +116,11 @@ def compose_cmd(repo, compose_file):
     click.echo(f"image   {prepared.choice.image} (PyTorch {prepared.choice.container_torch})")
     click.echo(f"compose {prepared.compose_file}")
     click.echo(f"cpu     {prepared.cpu_repo}")
+    ops = f" -f {prepared.ops_file}" if prepared.ops_file else ""
+    if prepared.ops_file:
+        click.echo(f"ops     {prepared.ops_file} (custom-op libraries, mounted and preloaded)")
     # The compose file mounts ${MODEL_REPOSITORY:-../model_repository}: say how to point it at this one.
     click.echo(
         f"run     MODEL_REPOSITORY={Path(repo).resolve()} CPU_MODEL_REPOSITORY={prepared.cpu_repo}"
-        f" docker compose -f {prepared.compose_file} up"
+        f" docker compose -f {prepared.compose_file}{ops} up"
     )

@@ -131,6 +131,7 @@ def render_k8s(o: DeployOptions, models: list[pull.RemoteModel], out_name: str, 
         "metrics_query": METRICS_QUERY,
         "queue_target_us": o.queue_target_us,
         "out_name": out_name,
+        "ops": op_libraries(o, models),
     }
     env = render.environment(templates)
     files = {rel: render.render(env, tpl, context) for rel, tpl in K8S_FILES.items()}
@@ -138,6 +139,30 @@ def render_k8s(o: DeployOptions, models: list[pull.RemoteModel], out_name: str, 
     files["kustomization.yaml"] = render.render(env, "k8s/kustomization.yaml.j2", {**context, "resources": resources})
     prove_k8s(render.parse_back(files), o, image, gpus)
     return Rendered(files, image, gpus, warnings)
+
+
+OPS_MOUNT = "/opt/tsrepo/ops"
+
+
+def op_libraries(o: DeployOptions, models: list[pull.RemoteModel]) -> dict | None:
+    """The custom-op libraries the models record, as the pod loads them: from a ConfigMap mounted at
+    OPS_MOUNT and preloaded (Triton's PyTorch backend has no config field for op libraries; the server
+    docs' rule is LD_PRELOAD with the backend's folder on LD_LIBRARY_PATH). None when there are none."""
+    libraries = sorted({Path(p).name for m in models if m.record for p in m.record.libraries()})
+    if not libraries:
+        return None
+    if o.ops_configmap is None:
+        raise DeployError(
+            f"the models record custom-op libraries ({', '.join(libraries)}) the server must preload: create a"
+            f" ConfigMap with them (kubectl create configmap triton-ops --from-file={libraries[0]} ...; a ConfigMap"
+            " holds up to 1 MiB) and pass --ops-configmap triton-ops"
+        )
+    preload = ":".join(f"{OPS_MOUNT}/{name}" for name in libraries)
+    script = (
+        f"export LD_PRELOAD={preload} LD_LIBRARY_PATH=/opt/tritonserver/backends/pytorch:${{LD_LIBRARY_PATH:-}};"
+        ' exec tritonserver "$@"'
+    )
+    return {"configmap": o.ops_configmap, "mount": OPS_MOUNT, "script": script, "libraries": libraries}
 
 
 def prove_k8s(docs: dict[str, list[dict]], o: DeployOptions, image: str, gpus: int) -> None:
@@ -152,6 +177,10 @@ def prove_k8s(docs: dict[str, list[dict]], o: DeployOptions, image: str, gpus: i
     for probe, path in (("livenessProbe", "/v2/health/live"), ("readinessProbe", "/v2/health/ready")):
         if render.require(container, f"{probe}.httpGet.path", "deployment.yaml") != path:
             raise render_error("deployment.yaml", probe)
+    if o.ops_configmap is not None and "LD_PRELOAD" in " ".join(map(str, container.get("command", []))):
+        volumes = render.require(dep, "spec.template.spec.volumes", "deployment.yaml")
+        if not any(v.get("configMap", {}).get("name") == o.ops_configmap for v in volumes):
+            raise render_error("deployment.yaml", "the op-library ConfigMap volume")
     hpa = docs["hpa.yaml"][0]
     if hpa.get("apiVersion") != "autoscaling/v2" or render.require(hpa, "spec.maxReplicas", "hpa.yaml") != o.max_r:
         raise render_error("hpa.yaml", "apiVersion autoscaling/v2 or maxReplicas")

@@ -38,6 +38,7 @@ class DeployOptions:
     gpus: int | None = None  # None: 1 when any model has a KIND_GPU instance group, else 0
     image: str = "auto"
     secret: str = "triton-s3-credentials"
+    ops_configmap: str | None = None  # a ConfigMap holding the custom-op libraries the models record
     cpu: str = "2"
     memory: str = "8Gi"
     shm_size: str = "1Gi"
@@ -86,6 +87,10 @@ def check(o: DeployOptions) -> None:
         )
     if not isinstance(o.secret, str) or len(o.secret) > 253 or not SECRET_RE.fullmatch(o.secret):
         raise UsageError(f"--secret must be a Kubernetes object name (lower-case DNS subdomain), got {o.secret!r}")
+    if o.ops_configmap is not None and (len(o.ops_configmap) > 253 or not SECRET_RE.fullmatch(o.ops_configmap)):
+        raise UsageError(
+            f"--ops-configmap must be a Kubernetes object name (lower-case DNS subdomain), got {o.ops_configmap!r}"
+        )
     _int(o.replicas, "--replicas", 1)
     if o.min_replicas is not None:
         _int(o.min_replicas, "--min-replicas", 1)

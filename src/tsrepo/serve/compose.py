@@ -8,6 +8,7 @@ target and renamed into place. A failure at any point leaves both as they were.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -34,6 +35,7 @@ class Plan:
     cpu_repo: Path
     models: list[tuple[Path, pb.ModelConfig]]
     warnings: list[str] = field(default_factory=list)
+    ops_text: str | None = None  # docker-compose.ops.yml: custom-op libraries mounted and preloaded
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Prepared:
     compose_file: Path
     cpu_repo: Path
     warnings: list[str] = field(default_factory=list)
+    ops_file: Path | None = None
 
 
 def exported_torch(model_dirs: list[Path]) -> tuple[str | None, int | None, list[str]]:
@@ -124,7 +127,67 @@ def plan(repo: Path, compose_file: Path) -> Plan:
         raise ServeError(f"{cpu_repo}: not a folder; tsrepo writes the KIND_CPU copy of {repo} there: move it away")
     if not os.access(cpu_repo.parent, os.W_OK):
         raise ServeError(f"{cpu_repo.parent}: not writable; tsrepo writes the KIND_CPU copy {cpu_repo.name} there")
-    return Plan(choice, compose_file, new_text, cpu_repo, models, warnings)
+    libraries = op_libraries([d for d, _ in models])
+    for lib in libraries:
+        if not Path(lib).is_file():
+            raise ServeError(
+                f"{lib}: a custom-op library the models record in tsrepo.json is gone; rebuild it (against"
+                f" {choice.image}'s PyTorch) or rebuild the model"
+            )
+    if libraries:
+        warnings.append(
+            f"custom-op libraries ({', '.join(Path(p).name for p in libraries)}) are mounted and preloaded by"
+            f" {ops_file_path(compose_file).name}; they must be built against {choice.image}'s PyTorch"
+        )
+    ops_text = ops_override(libraries) if libraries else None
+    return Plan(choice, compose_file, new_text, cpu_repo, models, warnings, ops_text)
+
+
+# Triton's PyTorch backend has no config field for op libraries (server docs, user_guide/
+# custom_operations.md): the server process must preload them, with the backend's folder on the library
+# path so their libtorch dependencies resolve. The override wraps NVIDIA's entrypoint rather than setting
+# `environment`, because compose cannot extend the image's own LD_LIBRARY_PATH.
+OPS_MOUNT = "/opt/tsrepo/ops"
+OPS_FILE = "docker-compose.ops.yml"
+
+
+def op_libraries(model_dirs: list[Path]) -> list[str]:
+    """Every custom-op library the models' tsrepo.json files record (ones the backend provides left out)."""
+    found: list[str] = []
+    for model_dir in model_dirs:
+        record = meta.load_model(model_dir)
+        for path in record.libraries() if record else ():
+            if path not in found:
+                found.append(path)
+    names = [Path(p).name for p in found]
+    if len(set(names)) != len(names):
+        raise ServeError(f"two op libraries share a file name ({names}); they are mounted side by side: rename one")
+    return found
+
+
+def ops_file_path(compose_file: Path) -> Path:
+    return Path(compose_file).resolve().parent / OPS_FILE
+
+
+def ops_override(libraries: list[str]) -> str:
+    """A compose override file that mounts the libraries read-only and preloads them in both services."""
+    mounts = [f"{OPS_MOUNT}/{Path(p).name}" for p in libraries]
+    preload = ":".join(mounts)
+    script = (
+        f"export LD_PRELOAD={preload} LD_LIBRARY_PATH=/opt/tritonserver/backends/pytorch:$${{LD_LIBRARY_PATH:-}};"
+        ' exec "$$@"'
+    )
+    volumes = "".join(f'      - "{p}:{m}:ro"\n' for p, m in zip(libraries, mounts, strict=True))
+    service = (
+        f'    entrypoint: ["/opt/nvidia/nvidia_entrypoint.sh", "/bin/sh", "-c", {json.dumps(script)}, "tsrepo-ops"]\n'
+        f"    volumes:\n{volumes}"
+    )
+    return (
+        "# Written by `tsrepo compose`: the custom-op libraries the models record in tsrepo.json, mounted and\n"
+        "# preloaded as Triton's PyTorch backend requires. Use it beside the main file:\n"
+        f"#   docker compose -f docker-compose.yml -f {OPS_FILE} up\n"
+        f"services:\n  triton:\n{service}  triton-cpu:\n{service}"
+    )
 
 
 def cpu_config(cfg: pb.ModelConfig) -> pb.ModelConfig:
@@ -190,11 +253,17 @@ def apply(planned: Plan) -> Prepared:
             tmp_compose = target.with_name(f".{target.name}.tsrepo-{os.getpid()}.tmp")
             tmp_compose.write_text(planned.compose_text, encoding="utf-8")
             shutil.copymode(target, tmp_compose)
+        ops_file = ops_file_path(target) if planned.ops_text is not None else None
+        if ops_file is not None:
+            tmp_ops = ops_file.with_name(f".{ops_file.name}.tsrepo-{os.getpid()}.tmp")
+            tmp_ops.write_text(planned.ops_text, encoding="utf-8")
         _swap_in(staged, planned.cpu_repo)
         staged = None
         if tmp_compose is not None:
             os.replace(tmp_compose, target)
             tmp_compose = None
+        if ops_file is not None:
+            os.replace(tmp_ops, ops_file)
     except OSError as e:
         raise ServeError(f"cannot write {planned.cpu_repo} (KIND_CPU copy) or {planned.compose_file}: {e}") from None
     finally:
@@ -202,7 +271,7 @@ def apply(planned: Plan) -> Prepared:
             shutil.rmtree(staged, ignore_errors=True)
         if tmp_compose is not None:
             tmp_compose.unlink(missing_ok=True)
-    return Prepared(planned.choice, planned.compose_file, planned.cpu_repo, planned.warnings)
+    return Prepared(planned.choice, planned.compose_file, planned.cpu_repo, planned.warnings, ops_file)
 
 
 def prepare(repo: Path, compose_file: Path) -> Prepared:

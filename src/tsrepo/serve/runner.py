@@ -51,6 +51,8 @@ def _start_docker(
     compose.check_engine()
     base_command = [*compose.compose_command(), "-f", str(compose_file)]
     prepared = compose.apply(planned)
+    if prepared.ops_file is not None:  # custom-op libraries mounted and preloaded by the override
+        base_command += ["-f", str(prepared.ops_file)]
     gpu = local.gpu_visible()
     service = "triton" if gpu else "triton-cpu"
     env = {
