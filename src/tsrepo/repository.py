@@ -186,6 +186,24 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def swap_in_folder(staged: Path, dest: Path) -> None:
+    """Put the fully staged folder `staged` at `dest`, replacing what was there; if the final rename fails,
+    the old folder is put back. (For single folders such as compose's CPU copy and deploy's output; model
+    folders use the exchange above.)"""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.rename(dest, old)
+    try:
+        os.rename(staged, dest)
+    except OSError:
+        if old is not None:
+            os.rename(old, dest)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -17,6 +17,7 @@ import jinja2
 
 from tsrepo.config import templates_dir
 from tsrepo.deploy.errors import DeployError
+from tsrepo.repository import swap_in_folder
 
 MARKER = ".tsrepo-deploy"  # in every folder tsrepo renders: only such a folder is replaced
 
@@ -83,7 +84,6 @@ def write(out: Path, files: dict[str, str]) -> None:
     out = Path(out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.tsrepo-", dir=out.parent))
-    old = None
     try:
         os.chmod(staging, 0o755)
         for rel, text in {
@@ -93,19 +93,8 @@ def write(out: Path, files: dict[str, str]) -> None:
             path = staging / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text, encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.rename(out, old)
-        try:
-            os.rename(staging, out)
-        except OSError:
-            if old is not None:
-                os.rename(old, out)
-                old = None
-            raise
+        swap_in_folder(staging, out)
     except OSError as e:
         raise DeployError(f"{out}: cannot write the rendered files ({e.strerror or e}); nothing was changed") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)

@@ -22,6 +22,7 @@ from tritonclient.grpc import model_config_pb2 as pb
 
 from tsrepo import meta
 from tsrepo.errors import ServeError
+from tsrepo.repository import swap_in_folder
 from tsrepo.serve import containers, shadow
 
 IMAGE_DEFAULT_RE = re.compile(r"(\$\{TRITON_IMAGE:-)([^}]+)(\})")
@@ -228,21 +229,6 @@ def _stage_cpu_repository(models: list[tuple[Path, pb.ModelConfig]], dest: Path)
     return tmp
 
 
-def _swap_in(staged: Path, dest: Path) -> None:
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.rename(dest, old)
-    try:
-        os.rename(staged, dest)
-    except OSError:
-        if old is not None:
-            os.rename(old, dest)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def apply(planned: Plan) -> Prepared:
     """Write the KIND_CPU copy, then the compose file; each staged first and renamed into place."""
     target = planned.compose_file.resolve()  # a symlinked compose file is updated through its link
@@ -257,7 +243,7 @@ def apply(planned: Plan) -> Prepared:
         if ops_file is not None:
             tmp_ops = ops_file.with_name(f".{ops_file.name}.tsrepo-{os.getpid()}.tmp")
             tmp_ops.write_text(planned.ops_text, encoding="utf-8")
-        _swap_in(staged, planned.cpu_repo)
+        swap_in_folder(staged, planned.cpu_repo)
         staged = None
         if tmp_compose is not None:
             os.replace(tmp_compose, target)
