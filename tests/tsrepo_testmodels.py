@@ -422,8 +422,13 @@ def tiny_bert() -> nn.Module:
 
 
 def slow_factory() -> nn.Module:
-    """Takes a minute to build: a Ctrl-C lands inside the user's own code."""
+    """Takes a minute to build: a Ctrl-C lands inside the user's own code. Touches $TSREPO_TEST_STARTED
+    first, so a test knows the factory is running."""
+    import os
     import time
+    from pathlib import Path
 
+    if os.environ.get("TSREPO_TEST_STARTED"):
+        Path(os.environ["TSREPO_TEST_STARTED"]).touch()
     time.sleep(60)
     return Linear()

@@ -302,7 +302,12 @@ def test_ctrl_c_during_a_build_says_interrupted_exits_130_and_changes_nothing(wr
     (out / "slow" / "1").mkdir(parents=True)
     (out / "slow" / "1" / "model.pt").write_bytes(b"old model")
     before = _files(out)
-    env = {**os.environ, "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    started = tmp_path / "started"
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{TESTS}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "TSREPO_TEST_STARTED": str(started),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tsrepo", "build", str(spec), "--out", str(out), "--force"],
         env=env,
@@ -310,7 +315,10 @@ def test_ctrl_c_during_a_build_says_interrupted_exits_130_and_changes_nothing(wr
         stderr=subprocess.STDOUT,
         text=True,
     )
-    time.sleep(8)  # imports done; inside the factory's minute-long sleep
+    deadline = time.monotonic() + 120
+    while not started.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)  # until the factory runs: the interrupt must land in the user's own code
+    assert started.exists(), proc.communicate()[0]
     proc.send_signal(signal.SIGINT)
     output = proc.communicate(timeout=60)[0]
     assert proc.returncode == 130, output
