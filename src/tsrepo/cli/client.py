@@ -175,8 +175,8 @@ def validate(repo, url, protocol, models, samples, rtol, atol, timeout, as_json)
     type=PROTOCOLS,
     default="http",
     show_default=True,
-    help="http is the low-overhead path (on par with perf_analyzer); grpc costs about 2-3x perf_analyzer's CPU "
-    "per request (Python grpcio), which a small machine takes from the server.",
+    help="Both are on par with perf_analyzer: HTTP/1.1 keep-alive, or gRPC's ModelInfer over one HTTP/2"
+    " connection (cleartext).",
 )
 @click.option(
     "--repo",

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tsrepo.client import inputdata, kserve, loadgen, modelinfo, readiness, transport, workers
+from tsrepo.client import grpc_wire, inputdata, kserve, loadgen, modelinfo, readiness, transport, workers
 from tsrepo.client import metrics as metrics_mod
 from tsrepo.client.address import parse_address
 from tsrepo.errors import ClientError, ServerRefused, UsageError
@@ -409,7 +409,8 @@ async def _measure(s: Settings, load, probes: _Probes, mode: Mode, level: float,
 def make_target(s: Settings, sets: list[dict[str, np.ndarray]]) -> loadgen.Target:
     address = parse_address(s.url)
     if s.protocol is transport.Protocol.GRPC:
-        return loadgen.Target("grpc", address.host, address.port, [], loadgen.GrpcChannel(str(address), s.model, sets))
+        channel = grpc_wire.Channel(address.host, address.port, loadgen.grpc_requests(s.model, sets))
+        return loadgen.Target("grpc", address.host, address.port, [], channel)
     bodies = [kserve.encode_infer(arrays, None, binary_outputs=True) for arrays in sets]
     host = f"[{address.host}]" if address.is_ipv6 else address.host
     requests = loadgen.http_requests(host, address.port, s.model, bodies)

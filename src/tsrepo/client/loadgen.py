@@ -1,4 +1,5 @@
-"""The hot loop: KServe v2 requests over raw keep-alive HTTP/1.1 on asyncio, or gRPC aio.
+"""The hot loop: KServe v2 requests over raw keep-alive HTTP/1.1 on asyncio, or gRPC over raw HTTP/2
+(grpc_wire.py).
 
 Each request body is encoded once (binary tensor extension) and the whole request (line, headers,
 body) is kept as one bytes object, so sending costs a single write. Responses are read by
@@ -15,7 +16,7 @@ from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 
-from tsrepo.client import failures
+from tsrepo.client import failures, grpc_wire
 
 CONNECT_RETRY_S = 0.05
 
@@ -164,44 +165,21 @@ class HttpConnection:
             raise RequestFailed(failures.from_http_status(status))
 
 
-class GrpcChannel:
-    """gRPC aio with a pre-built ModelInferRequest per input set."""
+def grpc_requests(model: str, inputs_list: list[dict]) -> list[bytes]:
+    """A serialised ModelInferRequest per input set: serialised once, here, not per call."""
+    from tritonclient.grpc import service_pb2
 
-    def __init__(self, url: str, model: str, inputs_list: list[dict]):
-        import grpc
-        from tritonclient.grpc import service_pb2
+    from tsrepo.dtypes import BY_WIRE
 
-        from tsrepo.dtypes import BY_WIRE
-
-        wires = {d.numpy: d.wire for d in BY_WIRE.values()}
-        self.grpc = grpc
-        self.channel = grpc.aio.insecure_channel(
-            url, options=[("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-        )
-        # Requests are serialised once here and responses are not parsed: the hot loop only needs the
-        # status, and protobuf work per call is what costs a Python client its throughput.
-        self.infer = self.channel.unary_unary(
-            "/inference.GRPCInferenceService/ModelInfer",
-            request_serializer=None,
-            response_deserializer=None,
-        )
-        self.requests = []
-        for inputs in inputs_list:
-            req = service_pb2.ModelInferRequest(model_name=model)
-            for name, arr in inputs.items():
-                t = req.inputs.add(name=name, datatype=wires[str(arr.dtype)], shape=list(arr.shape))
-                del t  # the data travels in raw_input_contents, in input order
-                req.raw_input_contents.append(arr.tobytes())
-            self.requests.append(req.SerializeToString())
-
-    async def send(self, index: int) -> None:
-        try:
-            await self.infer(self.requests[index % len(self.requests)])
-        except self.grpc.aio.AioRpcError as e:
-            raise RequestFailed(failures.from_grpc_code(e.code().name)) from None
-
-    async def close(self) -> None:
-        await self.channel.close()
+    wires = {d.numpy: d.wire for d in BY_WIRE.values()}
+    out = []
+    for inputs in inputs_list:
+        req = service_pb2.ModelInferRequest(model_name=model)
+        for name, arr in inputs.items():
+            req.inputs.add(name=name, datatype=wires[str(arr.dtype)], shape=list(arr.shape))
+            req.raw_input_contents.append(arr.tobytes())  # the data travels here, in input order
+        out.append(req.SerializeToString())
+    return out
 
 
 @dataclass
@@ -210,7 +188,7 @@ class Target:
     host: str
     port: int
     raw_requests: list[bytes]  # http
-    grpc: GrpcChannel | None = None
+    grpc: grpc_wire.Channel | None = None
 
 
 async def _one(target: Target, conn: HttpConnection | None, index: int) -> None:

@@ -1,7 +1,8 @@
 """Where a level's load runs: in bench's own process, or in N worker processes (`--workers N`).
 
-One Python process sends at most what one core can: over gRPC, grpcio costs 170-200 µs of CPU per
-call, so a single event loop saturates before the server does. Workers split a level (concurrency
+One Python process sends at most what one core can (about 50 µs of CPU a request over HTTP or gRPC):
+where the server has cores or a GPU of its own, a single event loop can saturate before the server
+does. Workers split a level (concurrency
 c as c//N plus one for the first c%N workers; a request rate as rate/N each, with its own seed), send
 their records to the parent every 0.1 s, and the parent reads them as one RecordSet: throughput and
 exact latency percentiles over the union, windows cut by end time (perf_counter is CLOCK_MONOTONIC,
