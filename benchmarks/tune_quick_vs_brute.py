@@ -33,6 +33,7 @@ def main() -> None:
     ap.add_argument("--delays", default="0,100,500,2000")
     ap.add_argument("--levels", default="1,4,16,32")
     ap.add_argument("--window", type=float, default=0.5)
+    ap.add_argument("--confirm", type=int, default=3, help="side-by-side rounds of the two winners and the default")
     args = ap.parse_args()
 
     from tsrepo import build
@@ -90,9 +91,23 @@ def main() -> None:
             t0 = time.perf_counter()
             q = quick(space, goal, engine.measure, levels, start)
             quick_s = time.perf_counter() - t0
+            # Side by side: each search's winner and the spec's default, measured in turn for
+            # --confirm rounds with the same sweep, so that the comparison is not between two
+            # measurements taken minutes apart on a shared machine. Each objective is the median.
+            subjects = {"brute": b.winner, "quick": q.winner, "default": None}
+            confirmed: dict[str, list[float]] = {k: [] for k in subjects}
+            for _ in range(args.confirm):
+                for name, trial in subjects.items():
+                    candidate = trial.candidate if trial is not None else start
+                    if name != "default" and trial is None:
+                        continue
+                    again = engine.measure(candidate, levels, "confirm")
+                    value = goal.value(again.levels)
+                    confirmed[name].append(value if value is not None else 0.0)
             default = engine.measure(start, levels, "current")
         finally:
             server.stop()
+        med = {k: statistics.median(v) if v else None for k, v in confirmed.items()}
         ratio = goal.ratio(q.winner.levels, b.winner.levels) if q.winner and b.winner else None
         vs_default = goal.ratio(q.winner.levels, default.levels) if q.winner else None
         rows.append(
@@ -113,9 +128,16 @@ def main() -> None:
                 swap_median=statistics.median(swaps_brute) if swaps_brute else float("nan"),
                 quick_trials=len(q.trials),
                 brute_trials=len(b.trials),
+                side_brute=med["brute"],
+                side_quick=med["quick"],
+                side_default=med["default"],
+                side_ratio=med["quick"] / med["brute"] if med["quick"] and med["brute"] else None,
+                side_vs_default=med["quick"] / med["default"] if med["quick"] and med["default"] else None,
+                side_brute_vs_default=med["brute"] / med["default"] if med["brute"] and med["default"] else None,
             )
         )
         _print_row(rows[-1])  # as soon as a model is done: a long run that is cut short keeps what it measured
+        _print_side(rows[-1])
     print()
     print(f"objective: highest throughput with p99 <= {args.budget_ms:g} ms; levels {levels}; window {args.window} s")
     print(
@@ -125,17 +147,33 @@ def main() -> None:
     print("|---" * 14 + "|")
     for r in rows:
         _print_row(r)
+    print()
+    print(f"side by side: the winners and the spec's default measured in turn, median of {args.confirm} rounds")
+    print("| model | brute winner | quick winner | default | quick/brute | quick/default | brute/default |")
+    print("|---" * 7 + "|")
+    for r in rows:
+        _print_side(r)
+
+
+def f(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
 
 
 def _print_row(r: dict) -> None:
-    def f(v, fmt):
-        return "-" if v is None else format(v, fmt)
-
     print(
         f"| {r['model']} | {r['grid']} | {f(r['brute_best'], '.1f')} | {f(r['quick_best'], '.1f')}"
         f" | {f(r['ratio'], '.3f')} | {r['brute_s']:.0f} | {r['quick_s']:.0f} | {r['time_ratio']:.3f}"
         f" | {r['brute_winner']} | {r['quick_winner']} | {r['default']} | {f(r['default_value'], '.1f')}"
         f" | {f(r['vs_default'], '.2f')}x | {r['swap_median']:.2f} |",
+        flush=True,
+    )
+
+
+def _print_side(r: dict) -> None:
+    print(
+        f"| {r['model']} | {f(r['side_brute'], '.1f')} | {f(r['side_quick'], '.1f')} | {f(r['side_default'], '.1f')}"
+        f" | {f(r['side_ratio'], '.3f')} | {f(r['side_vs_default'], '.2f')}x"
+        f" | {f(r['side_brute_vs_default'], '.2f')}x |",
         flush=True,
     )
 

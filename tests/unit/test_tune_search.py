@@ -27,7 +27,7 @@ def batching_pays(c: Candidate, concurrency: int) -> Level:
     cores = min(c.instances, 2)
     if c.batching:
         batch = min(c.max_batch_size, max(1, concurrency // cores))
-        exec_ms = per_exec_ms * (0.3 + 0.7 * batch ** 0.3) + c.delay_us / 1000 * 0.2
+        exec_ms = per_exec_ms * (0.3 + 0.7 * batch**0.3) + c.delay_us / 1000 * 0.2
         capacity = cores * batch / exec_ms * 1000 * (1 - 0.05 * max(0, c.instances - 2))
     else:
         capacity = cores / per_exec_ms * 1000 * (1 - 0.05 * max(0, c.instances - 2))
@@ -96,7 +96,11 @@ def test_the_latency_objective_finds_the_lowest_p99_at_the_required_throughput()
 
 def test_unstable_or_failing_levels_never_count():
     goal = Goal(Objective.THROUGHPUT)
-    levels = [Level(1, 5000, 1, 2, stable=False), Level(4, 9000, 1, 2, stable=True, errors=3), Level(16, 100, 1, 2, True)]
+    levels = [
+        Level(1, 5000, 1, 2, stable=False),
+        Level(4, 9000, 1, 2, stable=True, errors=3),
+        Level(16, 100, 1, 2, True),
+    ]
     assert goal.value(levels) == 100
 
 
@@ -105,8 +109,14 @@ def test_finalists_are_re_measured_and_a_search_measures_each_point_once():
     result = quick(SPACE, Goal(), fake, LEVELS, Candidate(1, 8, False))
     probes = [c for c, kind in fake.calls if kind == "probe"]
     assert len(probes) == len(set(probes))
-    finals = [c for c, kind in fake.calls if kind == "final"]
-    assert result.winner.candidate in finals and 1 <= len(finals) <= 3
+    sweeps = [c for c, kind in fake.calls if kind == "sweep"]
+    # Quick's finalists are measured twice: a probe at one level, then a sweep at every level.
+    assert result.winner.kind == "sweep" and result.winner.candidate in probes and 1 <= len(sweeps) <= 2
+    assert not [c for c, kind in fake.calls if kind == "final"]
+    brute_fake = Fake(batching_pays)
+    brute_result = brute(SPACE, Goal(), brute_fake, LEVELS)
+    finals = [c for c, kind in brute_fake.calls if kind == "final"]
+    assert brute_result.winner.candidate in finals and len(finals) == 3
 
 
 def test_resume_reuses_finished_trials_without_measuring_them_again():

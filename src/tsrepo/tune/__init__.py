@@ -303,7 +303,7 @@ def tune(
             what = "no config gave a stable, error-free measurement"
         outcome.verdict = what + ("; closest: " + ", ".join(t.candidate.key() for t in closest) if closest else "")
     elif current_trial is not None:
-        noise = _noise(goal, result)
+        noise = _noise(result)
         cur = goal.value(current_trial.levels)
         ratio = goal.ratio(result.winner.levels, current_trial.levels)
         if cur is None:
@@ -327,15 +327,16 @@ def tune(
     return outcome
 
 
-def _noise(goal: Goal, result: SearchResult) -> float:
-    """How much the same config's objective moved between its two measurements (at least 5%)."""
+def _noise(result: SearchResult) -> float:
+    """How much the same config's throughput moved between two measurements of the same concurrency
+    (a probe and a sweep, a sweep and its re-measure), the largest such spread seen (at least 5%)."""
     spreads = [0.05]
-    by_candidate: dict[Candidate, list[float]] = {}
+    by_level: dict[tuple[Candidate, int], list[float]] = {}
     for t in result.trials:
-        v = goal.value(t.levels)
-        if v is not None and t.kind in ("sweep", "final"):
-            by_candidate.setdefault(t.candidate, []).append(v)
-    for values in by_candidate.values():
+        for lv in t.levels:
+            if lv.counts():
+                by_level.setdefault((t.candidate, lv.concurrency), []).append(lv.throughput)
+    for values in by_level.values():
         if len(values) >= 2 and max(values) > 0:
             spreads.append((max(values) - min(values)) / max(values))
     return max(spreads)

@@ -9,9 +9,9 @@ ways: it walks one axis at a time (batching on/off, max_batch_size, queue delay,
 as long as each step pays instead of probing every neighbour at every step; each step probes a
 candidate at one concurrency (2 x max_batch_size x instances, Model Analyzer's rule, capped) instead
 of a sweep; and a point is measured once however often the climb comes back to it. The best few
-probed points are then swept at every level and re-measured, and the winner is chosen from those
-sweeps alone, the same measurement brute force uses, so the two searches' objectives compare like
-with like.
+probed points are then swept at every level (their second measurement), and the winner is chosen
+from those sweeps alone, the same measurement brute force uses, so the two searches' objectives
+compare like with like.
 """
 
 from __future__ import annotations
@@ -256,7 +256,12 @@ def quick(
             sweep = done.get((t.candidate, "sweep")) or measure(t.candidate, levels, "sweep")
             result.trials.append(sweep)
             sweeps.append(sweep)
-        _finalise(goal, measure, _rank(goal, sweeps), levels, top, result)
+        # A finalist's sweep is its second measurement (its probe was the first): the winner is the best
+        # sweep, every level measured as brute force measures it. Re-measuring the sweeps again (as brute
+        # force re-measures its best sweeps, which it measured once) would cost two more swaps and
+        # four levels for nothing the probe did not already check.
+        result.finalists = _rank(goal, sweeps)
+        result.winner = result.finalists[0] if result.finalists else None
     except Stop as e:
         result.stopped = str(e)
         ranked = _rank(goal, [t for t in result.trials if t.kind in ("sweep", "final")])
