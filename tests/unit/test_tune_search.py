@@ -175,3 +175,50 @@ def test_a_threads_axis_with_torchs_default_sorts_and_steps():
     assert space.step(Candidate(1, 4, False, 0, None), "threads", 1) == Candidate(1, 4, False, 0, 1)
     result = quick(space, Goal(), Fake(batching_pays), [1, 4], Candidate(1, 4, False, 0, None))
     assert result.winner is not None
+
+
+def test_the_climb_starts_at_the_grid_point_nearest_the_shipped_config():
+    space = Space(instances=(1, 2, 3), max_batch_sizes=(1, 2, 4, 8, 16), delays_us=(0, 100, 1000), threads=(1,))
+    # A repository config with no thread count and a delay between two grid values.
+    assert space.nearest(Candidate(1, 8, True, 300, None)) == Candidate(1, 8, True, 100, 1)
+    assert space.nearest(Candidate(5, 12, True, 5000, 4)) == Candidate(3, 8, True, 1000, 1)
+    assert space.nearest(Candidate(2, 8, False)) == Candidate(2, 8, False, 0, 1)
+    fake = Fake(batching_pays)
+    quick(space, Goal(), fake, LEVELS, Candidate(1, 8, True, 300, None))
+    assert fake.calls[0] == (Candidate(1, 8, True, 100, 1), "probe")
+
+
+def test_a_probe_halves_its_concurrency_only_when_it_missed_the_budget():
+    def unstable(c: Candidate, concurrency: int) -> Level:
+        level = batching_pays(c, concurrency)
+        return Level(concurrency, level.throughput, level.p50_ms, level.p99_ms, stable=concurrency < 8)
+
+    goal = Goal(Objective.THROUGHPUT, 1000.0)  # every level is far inside this budget
+    fake = Fake(unstable)
+    quick(SPACE, goal, fake, LEVELS, Candidate(1, 8, True, 0))
+    first = [c for c, kind in fake.calls if kind == "probe" and c == Candidate(1, 8, True, 0)]
+    assert len(first) == 1  # unstable at 16: not measured again at 8, 4, 2, 1
+    tight = Fake(batching_pays)
+    quick(SPACE, Goal(Objective.THROUGHPUT, 2.5), tight, LEVELS, Candidate(1, 8, True, 0))
+    again = [c for c, kind in tight.calls if kind == "probe" and c == Candidate(1, 8, True, 0)]
+    assert len(again) >= 2  # over the budget at 16: halved until it is met
+
+
+def test_a_finalist_that_misses_the_budget_at_its_winning_level_keeps_what_the_level_below_gives():
+    goal = Goal(Objective.THROUGHPUT, 10.0)
+    sweep_best: dict[Candidate, int] = {}
+
+    def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
+        out = [batching_pays(c, n) for n in levels]
+        if kind == "sweep":
+            sweep_best[c] = goal.best_level(out).concurrency
+        else:  # the re-measure: the winning level and above now miss the budget
+            out = [
+                Level(lv.concurrency, lv.throughput, lv.p50_ms, 11.0, True) if lv.concurrency >= sweep_best[c] else lv
+                for lv in out
+            ]
+        return Trial(c, out, kind)
+
+    result = brute(SPACE, goal, measure, LEVELS)
+    assert result.winner is not None  # before: every finalist was disqualified, and brute found nothing
+    assert goal.best_level(result.winner.levels).concurrency < sweep_best[result.winner.candidate]

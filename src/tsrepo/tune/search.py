@@ -128,6 +128,17 @@ def probe_level(c: Candidate, max_concurrency: int) -> int:
     return max(1, min(max_concurrency, 2 * c.max_batch_size * c.instances if c.batching else 2 * c.instances))
 
 
+def _missed_budget(goal: Goal, levels: list[Level]) -> bool:
+    """No level meets the goal and the latest one measured is over the p99 budget (stable or not): a
+    lower concurrency may meet it. A level that missed only by being unstable is not a miss."""
+    if goal.objective is not Objective.THROUGHPUT or goal.p99_budget_ms is None or not levels:
+        return False
+    if goal.score(levels) is not None:
+        return False
+    last = levels[-1]
+    return math.isfinite(last.p99_ms) and last.p99_ms > goal.p99_budget_ms
+
+
 INTERRUPTED = "interrupted"  # the Stop reason for Ctrl-C or SIGTERM
 
 
@@ -139,11 +150,13 @@ def _finalise(goal: Goal, measure: Measure, ranked: list[Trial], levels: list[in
     """Re-measure the best `top` sweeps and keep, per candidate, the worse of the two objectives:
     a config is only as good as it reliably is."""
     for trial in ranked[:top]:
-        # Re-measure where it counts: the level that won and the next one up (which the first
-        # measurement may have just missed the budget at).
+        # Re-measure where it counts: the level that won, the next one up (which the first measurement
+        # may have just missed the budget at) and the next one down (what the config still gives when
+        # the winning level misses the budget this time).
         best = goal.best_level(trial.levels)
         higher = [lv for lv in levels if lv > best.concurrency]
-        again = measure(trial.candidate, [best.concurrency, *higher[:1]], "final")
+        lower = [lv for lv in levels if lv < best.concurrency]
+        again = measure(trial.candidate, [*lower[-1:], best.concurrency, *higher[:1]], "final")
         result.trials.append(again)
         pair = [trial, again]
         worst = min(pair, key=lambda t: goal.score(t.levels) if goal.score(t.levels) is not None else -math.inf)
@@ -198,7 +211,8 @@ def quick(
                 trial = measure(c, [level], "probe")
                 # Under a latency budget, a probe at high concurrency can miss the budget that a lower
                 # concurrency meets: halve until it is met (the config stays loaded, so this is cheap).
-                while goal.score(trial.levels) is None and level > 1 and goal.p99_budget_ms is not None:
+                # Only a miss halves: an unstable level says nothing about a lower concurrency.
+                while level > 1 and _missed_budget(goal, trial.levels):
                     level = max(1, level // 2)
                     more = measure(c, [level], "probe")
                     trial = Trial(
@@ -218,7 +232,7 @@ def quick(
         return -math.inf if s is None else s
 
     try:
-        current = space.canonical(start) if space.contains(space.canonical(start)) else space.grid()[0]
+        current = space.nearest(start)
         current_score = score(current)
 
         def better(s: float) -> bool:

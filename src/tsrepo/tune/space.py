@@ -102,6 +102,30 @@ class Space:
                     points.add(Candidate(inst, mbs, True, delay, threads))
         return sorted(points, key=Candidate.sort_key)
 
+    def nearest(self, c: Candidate) -> Candidate:
+        """The grid point closest to `c` along every axis (a repository's config may lie off the grid: a
+        thread count the space does not try, a delay between two of its values). A search starts here."""
+
+        def near(values: tuple, v):
+            if v in values:
+                return v
+            numbers = [x for x in values if x is not None]
+            if v is None or not numbers:
+                return values[0]
+            return min(numbers, key=lambda x: (abs(x - v), x))
+
+        sizes = tuple(m for m in self.max_batch_sizes if m > 1)
+        batching = bool(sizes) and (c.batching or not self.batching_off)
+        point = Candidate(
+            near(self.instances, c.instances),
+            near(sizes if batching else self.max_batch_sizes, c.max_batch_size),
+            batching,
+            near(self.delays_us, c.delay_us) if batching else 0,
+            near(self.threads, c.threads),
+        )
+        point = self.canonical(point)
+        return point if self.contains(point) else self.grid()[0]
+
     def contains(self, c: Candidate) -> bool:
         return c in set(self.grid())
 
