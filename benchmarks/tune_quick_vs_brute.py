@@ -28,9 +28,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="din,resnet_small")
     ap.add_argument("--budget-ms", type=float, default=50.0, help="p99 budget for the throughput objective")
-    ap.add_argument("--max-instances", type=int, default=4)
-    ap.add_argument("--max-batch-size", type=int, default=32)
+    # The grid and levels default to `tsrepo tune`'s own defaults (instances 1-3, max_batch_size powers of
+    # two up to the built one, delays 0/100/500/2000 µs, the runner's thread default, levels 1/4/16/32).
+    ap.add_argument("--max-instances", type=int, default=3)
+    ap.add_argument("--max-batch-size", type=int, default=None, help="default: the built one")
     ap.add_argument("--delays", default="0,100,500,2000")
+    ap.add_argument("--threads", default="", help="INTRA_OP_THREAD_COUNT values; default: tune's own choice")
     ap.add_argument("--levels", default="1,4,16,32")
     ap.add_argument("--window", type=float, default=0.5)
     ap.add_argument("--confirm", type=int, default=3, help="side-by-side rounds of the two winners and the default")
@@ -61,7 +64,7 @@ def main() -> None:
             max_instances=args.max_instances,
             max_batch_size=args.max_batch_size,
             delays_us=delays,
-            threads=(1,),
+            threads=tuple(int(v) for v in args.threads.split(",") if v),
             levels=tuple(levels),
         )
         notes: list[str] = []

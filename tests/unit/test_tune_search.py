@@ -222,3 +222,41 @@ def test_a_finalist_that_misses_the_budget_at_its_winning_level_keeps_what_the_l
     result = brute(SPACE, goal, measure, LEVELS)
     assert result.winner is not None  # before: every finalist was disqualified, and brute found nothing
     assert goal.best_level(result.winner.levels).concurrency < sweep_best[result.winner.candidate]
+
+
+def test_a_finalists_sweep_goes_down_from_the_highest_level_and_stops_below_the_best():
+    from tsrepo.tune.search import sweep_down
+
+    c = Candidate(2, 8, True, 100)
+    fake = Fake(batching_pays)
+    trial = sweep_down(Goal(Objective.THROUGHPUT), fake, c, LEVELS)
+    assert [lv.concurrency for lv in trial.levels] == [16, 64]  # the highest won: one level below checks it
+    tight = Goal(Objective.THROUGHPUT, 5.0)  # over budget at 64 (and 16): measured down to a level that meets it
+    fake = Fake(batching_pays)
+    trial = sweep_down(tight, fake, c, LEVELS)
+    best = tight.best_level(trial.levels)
+    assert best is not None and best.p99_ms <= 5.0
+    assert min(lv.concurrency for lv in trial.levels) < best.concurrency or best.concurrency == min(LEVELS)
+    full = brute(SPACE, tight, Fake(batching_pays), LEVELS)
+    sweep_of_c = next(t for t in full.trials if t.candidate == c and t.kind == "sweep")
+    assert tight.value(trial.levels) == tight.value(sweep_of_c.levels)  # what every level would have given
+    # An interrupted sweep continues where it stopped, measuring only the levels it lacks.
+    first = Fake(batching_pays)
+    part = first(c, [64], "sweep")
+    rest = Fake(batching_pays)
+    again = sweep_down(Goal(Objective.THROUGHPUT), rest, c, LEVELS, part)
+    assert rest.level_measurements == 1 and [lv.concurrency for lv in again.levels] == [16, 64]
+
+
+def test_a_resumed_run_sees_a_sweep_recorded_level_by_level_as_one(tmp_path):
+    from tsrepo.tune.results import Run
+
+    c = Candidate(1, 4, True, 0)
+    fake = Fake(batching_pays)
+    run = Run(model="m", settings={}, path=None)
+    run.add(fake(c, [64, 16], "sweep"))
+    run.add(fake(c, [4], "sweep"))
+    run.add(fake(c, [16], "probe"))
+    done = run.done()
+    assert [lv.concurrency for lv in done[(c, "sweep")].levels] == [4, 16, 64]
+    assert [lv.concurrency for lv in done[(c, "probe")].levels] == [16]

@@ -158,18 +158,40 @@ def _space(o: Options, info: modelinfo.ModelInfo, notes: list[str]) -> Space:
 
 
 def _threads(o: Options, notes: list[str]) -> tuple[int | None, ...]:
-    """The INTRA_OP_THREAD_COUNT axis. On the local CPU engine the default tries torch's own default
-    (every core, kept as None: the parameter is left out) against 1 thread per instance, which stops
-    several instances from fighting over the same cores."""
+    """The INTRA_OP_THREAD_COUNT axis. On the local CPU engine the default tries the runner's own
+    default (kept as None: the parameter is left out; (cores - 1) / instances, see model.py.j2) against
+    1 thread per instance, which stops several instances from fighting over the same cores. Where the
+    runner's default is 1 already (2 cores or fewer) the two are the same config, measured once."""
     if o.threads:
         return tuple(o.threads)
     if o.url is None:
         from tsrepo.serve.local import gpu_visible
 
         if not gpu_visible():
-            notes.append("CPU engine: INTRA_OP_THREAD_COUNT is tried at torch's default and at 1 (--threads to choose)")
+            if runner_default_threads() <= 1:
+                notes.append(
+                    "CPU engine: INTRA_OP_THREAD_COUNT left at the runner's default, 1 thread per instance on"
+                    f" {_cores()} cores (--threads to try others)"
+                )
+                return (None,)
+            notes.append(
+                "CPU engine: INTRA_OP_THREAD_COUNT is tried at the runner's default ((cores - 1) / instances) and"
+                " at 1 (--threads to choose)"
+            )
             return (None, 1)
     return (None,)
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def runner_default_threads(instances: int = 1) -> int:
+    """The local engine runner's intra-op threads without INTRA_OP_THREAD_COUNT (templates/model.py.j2)."""
+    return max(1, (_cores() - 1) // instances)
 
 
 @contextlib.contextmanager

@@ -38,7 +38,17 @@ class Run:
         self.save()
 
     def done(self) -> dict[tuple[Candidate, str], Trial]:
-        return {(t.candidate, t.kind): t for t in self.trials if t.levels and t.kind in ("probe", "sweep")}
+        """What a resumed run need not measure again: per candidate, its probe and its sweep, each the
+        union of the measurements recorded under that kind (a probe that halved, a sweep taken level by
+        level)."""
+        from tsrepo.tune.search import merge
+
+        out: dict[tuple[Candidate, str], Trial] = {}
+        for t in self.trials:
+            if t.levels and t.kind in ("probe", "sweep"):
+                key = (t.candidate, t.kind)
+                out[key] = merge(out.get(key), t)
+        return out
 
     def to_json(self) -> dict:
         return {

@@ -9,9 +9,9 @@ ways: it walks one axis at a time (batching on/off, max_batch_size, queue delay,
 as long as each step pays instead of probing every neighbour at every step; each step probes a
 candidate at one concurrency (2 x max_batch_size x instances, Model Analyzer's rule, capped) instead
 of a sweep; and a point is measured once however often the climb comes back to it. The best few
-probed points are then swept at every level (their second measurement), and the winner is chosen
-from those sweeps alone, the same measurement brute force uses, so the two searches' objectives
-compare like with like.
+probed points are then swept (their second measurement), from the highest level down until a level
+below the best gives less (closed-loop throughput rises with concurrency until the server saturates),
+and the winner is chosen from those sweeps alone, each level measured as brute force measures it.
 """
 
 from __future__ import annotations
@@ -77,6 +77,15 @@ class Trial:
         )
 
 
+def merge(a: Trial | None, b: Trial) -> Trial:
+    """Two measurements of one candidate as one trial (a probe that halved its concurrency, a sweep
+    measured level by level): levels in concurrency order, times added."""
+    if a is None:
+        return Trial(b.candidate, sorted(b.levels, key=lambda lv: lv.concurrency), b.kind, b.swap_s, b.seconds, b.note)
+    levels = sorted(a.levels + b.levels, key=lambda lv: lv.concurrency)
+    return Trial(a.candidate, levels, a.kind, a.swap_s + b.swap_s, a.seconds + b.seconds, a.note or b.note)
+
+
 @dataclass(frozen=True)
 class Goal:
     objective: Objective = Objective.THROUGHPUT
@@ -126,6 +135,36 @@ class SearchResult:
 
 def probe_level(c: Candidate, max_concurrency: int) -> int:
     return max(1, min(max_concurrency, 2 * c.max_batch_size * c.instances if c.batching else 2 * c.instances))
+
+
+def sweep_down(goal: Goal, measure: Measure, c: Candidate, levels: list[int], have: Trial | None = None) -> Trial:
+    """A finalist's sweep for the throughput objective, from the highest level down. In a closed loop
+    throughput rises with concurrency until the server saturates, and p99 rises with it: the best level
+    is the highest that meets the budget unless a lower one gives more, so the sweep stops once a level
+    below the best one measured gives less (two levels when the highest wins). `have` is what an
+    interrupted run measured already. The latency objective measures every level."""
+    if goal.objective is not Objective.THROUGHPUT:
+        missing = [lv for lv in levels if have is None or lv not in {x.concurrency for x in have.levels}]
+        return merge(have, measure(c, missing, "sweep")) if missing else have
+    trial = have
+    order = sorted(levels, reverse=True)
+    while True:
+        measured = {lv.concurrency for lv in trial.levels} if trial else set()
+        if trial is not None and _settled(goal, trial.levels):
+            return trial
+        missing = [lv for lv in order if lv not in measured]
+        if not missing:
+            return trial
+        trial = merge(trial, measure(c, missing[: 1 if measured else 2], "sweep"))
+
+
+def _settled(goal: Goal, levels: list[Level]) -> bool:
+    """A level above the lowest one measured meets the goal, and the lowest gives no more than it."""
+    lowest = min(levels, key=lambda lv: lv.concurrency)
+    best_above = goal.best_level([lv for lv in levels if lv.concurrency > lowest.concurrency])
+    if best_above is None:
+        return False
+    return goal.best_level([lowest]) is None or lowest.throughput <= best_above.throughput
 
 
 def _missed_budget(goal: Goal, levels: list[Level]) -> bool:
@@ -214,15 +253,7 @@ def quick(
                 # Only a miss halves: an unstable level says nothing about a lower concurrency.
                 while level > 1 and _missed_budget(goal, trial.levels):
                     level = max(1, level // 2)
-                    more = measure(c, [level], "probe")
-                    trial = Trial(
-                        c,
-                        trial.levels + more.levels,
-                        "probe",
-                        trial.swap_s + more.swap_s,
-                        trial.seconds + more.seconds,
-                        trial.note or more.note,
-                    )
+                    trial = merge(trial, measure(c, [level], "probe"))
             probes[c] = trial
             result.trials.append(trial)
         return probes[c]
@@ -267,7 +298,7 @@ def quick(
         for t in ranked[:top]:
             if goal.score(t.levels) is None:
                 continue
-            sweep = done.get((t.candidate, "sweep")) or measure(t.candidate, levels, "sweep")
+            sweep = sweep_down(goal, measure, t.candidate, levels, done.get((t.candidate, "sweep")))
             result.trials.append(sweep)
             sweeps.append(sweep)
         # A finalist's sweep is its second measurement (its probe was the first): the winner is the best
