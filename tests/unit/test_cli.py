@@ -143,3 +143,20 @@ def test_serve_says_which_port_is_taken(runner, tmp_path):
         result = runner.invoke(main, ["serve", "--repo", str(tmp_path), "--grpc-port", str(port)])
     assert result.exit_code == 2
     assert f"port {port} on 127.0.0.1 is already in use; choose another with --grpc-port" in result.output
+
+
+@pytest.mark.parametrize("command", [["serve"], ["validate"], ["bench", "din"], ["tune", "din"]])
+@pytest.mark.parametrize("uri", ["gs://bucket/models", "as://account/container", "https://example.com/repo"])
+def test_a_repository_in_storage_tsrepo_does_not_read_is_refused_naming_the_scheme(runner, command, uri):
+    result = _invoke(runner, [*command, "--repo", uri])
+    assert result.exit_code == 2, result.output
+    scheme = uri.split("://")[0]
+    assert f"{scheme}:// is not a storage tsrepo reads" in result.output and "s3://bucket/prefix" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("value", ["1e300", "inf", "nan", "0", "-5"])
+def test_serve_timeout_is_a_finite_positive_number_of_seconds_up_to_a_day(runner, value, tmp_path):
+    result = _invoke(runner, ["serve", "--repo", str(tmp_path), "--timeout", value])
+    assert result.exit_code == 2, result.output
+    assert "--timeout" in result.output

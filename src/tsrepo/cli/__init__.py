@@ -58,6 +58,15 @@ class RepoParam(PathParam):
     def convert(self, value, param, ctx):
         if isinstance(value, str) and value.startswith("s3://"):
             return value
+        if isinstance(value, str) and "://" in value:
+            scheme = value.split("://", 1)[0]
+            self.fail(
+                f"{value!r}: {scheme}:// is not a storage tsrepo reads; give a local folder or s3://bucket/prefix"
+                " (Triton's s3://http://host:port/bucket/prefix form included; Google Cloud Storage through its"
+                " S3-compatible endpoint: s3://https://storage.googleapis.com/bucket/prefix)",
+                param,
+                ctx,
+            )
         return super().convert(value, param, ctx)
 
 
