@@ -260,3 +260,26 @@ def test_a_resumed_run_sees_a_sweep_recorded_level_by_level_as_one(tmp_path):
     done = run.done()
     assert [lv.concurrency for lv in done[(c, "sweep")].levels] == [4, 16, 64]
     assert [lv.concurrency for lv in done[(c, "probe")].levels] == [16]
+
+
+def test_an_unstable_probe_still_steers_the_climb_but_only_stable_sweeps_pick_the_winner():
+    calls: list[tuple[Candidate, str]] = []
+
+    def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
+        # Probes of two or more instances never settle (a noisy server); sweeps do.
+        calls.append((c, kind))
+        out = [batching_pays(c, n) for n in levels]
+        if kind == "probe" and c.instances >= 2:
+            out = [Level(lv.concurrency, lv.throughput, lv.p50_ms, lv.p99_ms, stable=False) for lv in out]
+        return Trial(c, out, kind)
+
+    goal = Goal(Objective.THROUGHPUT)
+    result = quick(SPACE, goal, measure, LEVELS, Candidate(1, 8, True, 0))
+    assert result.winner.kind == "sweep" and all(lv.counts() for lv in result.winner.levels)
+    assert result.winner.candidate.instances >= 2  # the climb went where the unstable probes pointed
+    best_single = max(
+        goal.value(t.levels)
+        for t in brute(SPACE, goal, Fake(batching_pays), LEVELS).trials
+        if t.candidate.instances == 1
+    )
+    assert goal.value(result.winner.levels) > best_single

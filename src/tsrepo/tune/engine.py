@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -23,6 +23,7 @@ from tsrepo.tune import space as space_mod
 from tsrepo.tune.search import INTERRUPTED, Level, Stop, Trial
 
 READY_POLL_S = 0.05
+PROBE_MAX_WINDOWS = 4
 
 
 class SwapFailed(ClientError):
@@ -97,6 +98,10 @@ class Engine:
                 self.progress(f"loading {c.key()}")
                 swap_s = self.swap(c)
             settings = self.settings
+            if kind == "probe":
+                # A probe steers the climb (an unstable one still does): fewer windows before giving up on
+                # stability. Sweeps, which pick the winner, keep every window the settings allow.
+                settings = replace(settings, max_windows=min(settings.max_windows, PROBE_MAX_WINDOWS))
             if c.max_batch_size and settings.batch_size > c.max_batch_size:
                 return Trial(c, [], kind, swap_s, time.perf_counter() - begin, "batch size above max_batch_size")
             results = bench.run(

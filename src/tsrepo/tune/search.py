@@ -38,8 +38,10 @@ class Level:
     stable: bool
     errors: int = 0
 
-    def counts(self) -> bool:
-        return self.stable and self.errors == 0 and math.isfinite(self.p99_ms) and self.throughput > 0
+    def counts(self, steering: bool = False) -> bool:
+        """Whether the level is a result: stable, error-free, measured. `steering` drops the stability
+        condition: an unstable probe still says which way a climb should go, though never what wins."""
+        return (self.stable or steering) and self.errors == 0 and math.isfinite(self.p99_ms) and self.throughput > 0
 
     def to_json(self) -> dict:
         return vars(self).copy()
@@ -92,17 +94,17 @@ class Goal:
     p99_budget_ms: float | None = None
     min_throughput: float | None = None  # for the latency objective
 
-    def best_level(self, levels: list[Level]) -> Level | None:
-        ok = [lv for lv in levels if lv.counts()]
+    def best_level(self, levels: list[Level], steering: bool = False) -> Level | None:
+        ok = [lv for lv in levels if lv.counts(steering)]
         if self.objective is Objective.THROUGHPUT:
             ok = [lv for lv in ok if self.p99_budget_ms is None or lv.p99_ms <= self.p99_budget_ms]
             return max(ok, key=lambda lv: lv.throughput, default=None)
         ok = [lv for lv in ok if self.min_throughput is None or lv.throughput >= self.min_throughput]
         return min(ok, key=lambda lv: lv.p99_ms, default=None)
 
-    def score(self, levels: list[Level]) -> float | None:
+    def score(self, levels: list[Level], steering: bool = False) -> float | None:
         """Higher is better; None when no level meets the goal."""
-        best = self.best_level(levels)
+        best = self.best_level(levels, steering)
         if best is None:
             return None
         return best.throughput if self.objective is Objective.THROUGHPUT else -best.p99_ms
@@ -172,7 +174,7 @@ def _missed_budget(goal: Goal, levels: list[Level]) -> bool:
     lower concurrency may meet it. A level that missed only by being unstable is not a miss."""
     if goal.objective is not Objective.THROUGHPUT or goal.p99_budget_ms is None or not levels:
         return False
-    if goal.score(levels) is not None:
+    if goal.score(levels, steering=True) is not None:
         return False
     last = levels[-1]
     return math.isfinite(last.p99_ms) and last.p99_ms > goal.p99_budget_ms
@@ -259,7 +261,9 @@ def quick(
         return probes[c]
 
     def score(c: Candidate) -> float:
-        s = goal.score(probe(c).levels)
+        # Probes steer: an unstable level counts here (its windows' mean), never for the winner, which
+        # comes from stable sweeps alone.
+        s = goal.score(probe(c).levels, steering=True)
         return -math.inf if s is None else s
 
     try:
@@ -293,10 +297,11 @@ def quick(
                         steps += 1
                     if walked:
                         break  # the other direction was where this axis came from
-        ranked = sorted(probes.values(), key=lambda t: goal.score(t.levels) or -math.inf, reverse=True)
+        steer = {t.candidate: goal.score(t.levels, steering=True) for t in probes.values()}
+        ranked = sorted(probes.values(), key=lambda t: -math.inf if steer[t.candidate] is None else steer[t.candidate])
         sweeps = []
-        for t in ranked[:top]:
-            if goal.score(t.levels) is None:
+        for t in reversed(ranked[-top:]):
+            if steer[t.candidate] is None:
                 continue
             sweep = sweep_down(goal, measure, t.candidate, levels, done.get((t.candidate, "sweep")))
             result.trials.append(sweep)
