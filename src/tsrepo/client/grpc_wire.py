@@ -14,7 +14,10 @@ a header table size of 0 advertised, so the server's header blocks decode withou
 by their bytes (hpack decodes the rare new one); flow control both ways (a request larger than the
 windows waits for WINDOW_UPDATE, split at the peer's MAX_FRAME_SIZE; the receive windows are opened
 to 2^31-1 and topped up); PING acknowledged; RST_STREAM, GOAWAY and a lost connection fail the
-affected calls; CONTINUATION and padding read; the peer's MAX_CONCURRENT_STREAMS respected.
+affected calls; CONTINUATION and padding read; the peer's MAX_CONCURRENT_STREAMS respected (calls wait for
+the server's first SETTINGS); a call refused unprocessed (REFUSED_STREAM, or above a GOAWAY's last stream id)
+is sent again, up to 3 times; a call cancelled in flight resets its stream; a peer whose first frame is not
+SETTINGS, or that sends a frame longer than 16 KiB, is not HTTP/2 ("bad answer", at once).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
 HEADER_TABLE_SIZE, ENABLE_PUSH, MAX_CONCURRENT_STREAMS, INITIAL_WINDOW_SIZE, MAX_FRAME_SIZE = 1, 2, 3, 4, 5
 MAX_WINDOW = 2**31 - 1
+OUR_MAX_FRAME = 16384  # we advertise no larger SETTINGS_MAX_FRAME_SIZE: a longer frame is not HTTP/2
+REFUSED_STREAM, CANCEL = 0x7, 0x8
+RETRIES = 3  # a call the server refused unprocessed (REFUSED_STREAM, or above a GOAWAY's last id) is sent again
 LAST_STREAM_ID = 2**31 - 1
 INFER_PATH = b"/inference.GRPCInferenceService/ModelInfer"
 
@@ -53,8 +59,8 @@ GRPC_CODES = (
     "DATA_LOSS",
     "UNAUTHENTICATED",
 )
-# RST_STREAM / GOAWAY error codes to grpc codes, as the gRPC HTTP/2 spec maps them.
-H2_ERRORS = {0x7: "UNAVAILABLE", 0x8: "CANCELLED", 0xB: "RESOURCE_EXHAUSTED", 0xC: "PERMISSION_DENIED"}
+# RST_STREAM error codes to grpc codes, as the gRPC HTTP/2 spec maps them (REFUSED_STREAM is sent again).
+H2_ERRORS = {0x8: "CANCELLED", 0xB: "RESOURCE_EXHAUSTED", 0xC: "PERMISSION_DENIED"}
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes = b"") -> bytes:
@@ -155,6 +161,10 @@ class ProtocolViolation(Exception):
     pass
 
 
+class Unprocessed(Exception):
+    """The server did not process the call (RFC 9113 8.7): safe to send again, on a usable connection."""
+
+
 class Connection(asyncio.Protocol):
     """One HTTP/2 connection carrying any number of concurrent unary calls."""
 
@@ -175,6 +185,8 @@ class Connection(asyncio.Protocol):
         self.going_away = False
         self.slot_waiters: list[asyncio.Future] = []
         self.headers = HeaderBlocks()
+        # The server's first SETTINGS: calls wait for it, so that its stream limit is known before a burst.
+        self.ready: asyncio.Future = self.loop.create_future()
 
     # ---- connection life
 
@@ -188,11 +200,16 @@ class Connection(asyncio.Protocol):
         transport.write(PREFACE + frame(SETTINGS, 0, 0, settings) + frame(WINDOW_UPDATE, 0, 0, opened))
 
     def connection_lost(self, exc):
-        self._break(failures.LOST)
+        # Closed before the server's SETTINGS: what listens there is not an HTTP/2 server (Triton's HTTP/1.1
+        # port closes on the preface without a word).
+        self._break(failures.LOST if self.ready.done() else failures.BAD_ANSWER)
 
     def _break(self, failure: failures.Failure) -> None:
         if self.broken is None:
             self.broken = failure
+        if not self.ready.done():
+            self.ready.set_exception(_failed(failure))
+            self.ready.exception()  # retrieved: no "never retrieved" warning when nobody waits
         for stream in self.streams.values():
             if not stream.future.done():
                 stream.future.set_exception(_failed(failure))
@@ -210,19 +227,28 @@ class Connection(asyncio.Protocol):
 
     def close(self) -> None:
         if self.transport is not None and self.broken is None:
-            self.transport.write(frame(GOAWAY, 0, 0, (max(0, self.next_id - 2)).to_bytes(4, "big") + bytes(4)))
+            self.transport.write(frame(GOAWAY, 0, 0, bytes(8)))  # last id 0: we accept no server streams
         self._break(failures.LOST)
 
     # ---- calls
 
     async def call(self, message: bytes) -> None:
-        """One unary call with a complete gRPC message; raises loadgen.RequestFailed on failure."""
+        """One unary call with a complete gRPC message; raises loadgen.RequestFailed on failure, or
+        Unprocessed when the server refused it without processing it."""
+        if not self.ready.done():
+            await self.ready
         while len(self.streams) >= self.peer_max_streams and self.usable:
             waiter = self.loop.create_future()
             self.slot_waiters.append(waiter)
-            await waiter
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                self._wake_slots()  # pass on a wake-up this cancelled waiter may have taken
+                raise
         if not self.usable:
-            raise _failed(self.broken or failures.LOST)
+            if self.broken is None:
+                raise Unprocessed()  # going away or out of stream ids: another connection takes it
+            raise _failed(self.broken)
         sid = self.next_id
         self.next_id += 2
         stream = Stream(self.loop.create_future(), self.peer_initial_window)
@@ -237,7 +263,20 @@ class Connection(asyncio.Protocol):
             self.transport.write(head)
             stream.pending = memoryview(message)
             self._pump(sid, stream)
-        await stream.future
+        try:
+            await stream.future
+        except asyncio.CancelledError:
+            # The load stopped with this call in flight: tell the server, and free the stream.
+            self._finish(sid, None, reset=CANCEL)
+            raise
+
+    def _wake_slots(self) -> None:
+        free = self.peer_max_streams - len(self.streams)
+        while self.slot_waiters and free > 0:
+            waiter = self.slot_waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
 
     def _pump(self, sid: int, stream: Stream) -> None:
         """Send as much of a large request as the windows allow."""
@@ -255,19 +294,22 @@ class Connection(asyncio.Protocol):
                 data = None
         stream.pending = data
 
-    def _finish(self, sid: int, failure: failures.Failure | None) -> None:
+    def _finish(self, sid: int, failure: failures.Failure | Exception | None, reset: int | None = None) -> None:
         stream = self.streams.pop(sid, None)
         if stream is None:
             return
+        if stream.pending is not None and reset is None:
+            reset = 0  # the answer ended while the request was still being sent: close our side (NO_ERROR)
+        if reset is not None and self.broken is None and self.transport is not None:
+            self.transport.write(frame(RST_STREAM, 0, sid, reset.to_bytes(4, "big")))
         if not stream.future.done():
             if failure is None:
                 stream.future.set_result(None)
+            elif isinstance(failure, Exception):
+                stream.future.set_exception(failure)
             else:
                 stream.future.set_exception(_failed(failure))
-        if self.slot_waiters:
-            waiter = self.slot_waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_slots()
         if self.going_away and not self.streams and self.transport is not None:
             self.transport.close()
 
@@ -280,9 +322,12 @@ class Connection(asyncio.Protocol):
         try:
             while end - pos >= 9:
                 length = int.from_bytes(buf[pos : pos + 3], "big")
+                kind, flags = buf[pos + 3], buf[pos + 4]
+                if length > OUR_MAX_FRAME or (not self.ready.done() and kind != SETTINGS):
+                    # Not HTTP/2 (an HTTP/1.1 port answers "HTTP/1.1 400 ..."), or a server without its preface.
+                    raise ProtocolViolation("not an HTTP/2 server")
                 if end - pos - 9 < length:
                     break
-                kind, flags = buf[pos + 3], buf[pos + 4]
                 sid = int.from_bytes(buf[pos + 5 : pos + 9], "big") & 0x7FFFFFFF
                 start = pos + 9
                 pos = start + length
@@ -300,7 +345,10 @@ class Connection(asyncio.Protocol):
                         self.transport.write(frame(PING, ACK, 0, bytes(buf[start:pos])))
                 elif kind == RST_STREAM:
                     code = int.from_bytes(buf[start:pos], "big")
-                    self._finish(sid, failures.from_grpc_code(H2_ERRORS.get(code, "INTERNAL")))
+                    if code == REFUSED_STREAM:
+                        self._finish(sid, Unprocessed())
+                    else:
+                        self._finish(sid, failures.from_grpc_code(H2_ERRORS.get(code, "INTERNAL")))
                 elif kind == GOAWAY:
                     self._on_goaway(bytes(buf[start:pos]))
                 elif kind == PUSH_PROMISE:
@@ -380,6 +428,9 @@ class Connection(asyncio.Protocol):
             elif key == MAX_CONCURRENT_STREAMS:
                 self.peer_max_streams = max(1, value)
         self.transport.write(frame(SETTINGS, ACK, 0))
+        if not self.ready.done():
+            self.ready.set_result(None)
+        self._wake_slots()
         self._pump_all()
 
     def _on_window_update(self, sid: int, increment: int) -> None:
@@ -400,11 +451,11 @@ class Connection(asyncio.Protocol):
 
     def _on_goaway(self, payload: bytes) -> None:
         last = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
-        code = int.from_bytes(payload[4:8], "big")
         self.going_away = True
-        failure = failures.from_grpc_code(H2_ERRORS.get(code, "UNAVAILABLE"))
+        # Calls above the last id the server took were not processed: sent again on another connection.
+        # The ones it took end on their own (or with the connection).
         for sid in [s for s in self.streams if s > last]:
-            self._finish(sid, failures.LOST if code in (0, 0x7) else failure)
+            self._finish(sid, Unprocessed())
         if not self.streams and self.transport is not None:
             self.transport.close()
 
@@ -452,10 +503,17 @@ class Channel:
         return conn
 
     async def send(self, index: int) -> None:
-        conn = self.connection
-        if conn is None or not conn.usable:
-            conn = await self._connect()
-        await conn.call(self.messages[index % len(self.messages)])
+        message = self.messages[index % len(self.messages)]
+        for _ in range(RETRIES):
+            conn = self.connection
+            if conn is None or not conn.usable:
+                conn = await self._connect()
+            try:
+                await conn.call(message)
+                return
+            except Unprocessed:
+                continue
+        raise _failed(failures.LOST)
 
     async def close(self) -> None:
         if self.connection is not None:
