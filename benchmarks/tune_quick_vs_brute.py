@@ -86,11 +86,12 @@ def main() -> None:
                 progress=lambda m: print(f"  {m}", file=sys.stderr, flush=True),
             )
             start = current_candidate(info.config)
+            engine.restore()  # each search starts as `tsrepo tune` does: the repository's config loaded
             t0 = time.perf_counter()
             b = brute(space, goal, engine.measure, levels)
             brute_s = time.perf_counter() - t0
             swaps_brute = list(engine.swaps)
-            engine.loaded = None
+            engine.restore()
             t0 = time.perf_counter()
             q = quick(space, goal, engine.measure, levels, start)
             quick_s = time.perf_counter() - t0

@@ -283,3 +283,13 @@ def test_an_unstable_probe_still_steers_the_climb_but_only_stable_sweeps_pick_th
         if t.candidate.instances == 1
     )
     assert goal.value(result.winner.levels) > best_single
+
+
+def test_a_probe_over_the_budget_aims_where_littles_law_puts_the_budget():
+    from tsrepo.tune.search import _lower_level
+
+    assert _lower_level(32, 80.0, 50.0) == 18  # 32 x 50/80 x 0.9
+    assert _lower_level(16, 17.0, 16.0) == 13
+    assert _lower_level(32, 1000.0, 50.0) == 8  # never below a quarter
+    assert _lower_level(2, 500.0, 1.0) == 1
+    assert _lower_level(8, 8.1, 8.0) == 7  # always at least one lower

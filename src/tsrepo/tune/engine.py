@@ -23,7 +23,7 @@ from tsrepo.tune import space as space_mod
 from tsrepo.tune.search import INTERRUPTED, Level, Stop, Trial
 
 READY_POLL_S = 0.05
-PROBE_MAX_WINDOWS = 4
+PROBE_MAX_WINDOWS = 3  # the fewest the stability rule reads: a probe is three windows
 
 
 class SwapFailed(ClientError):
@@ -86,7 +86,11 @@ class Engine:
         doc = json_format.MessageToDict(self.served(self.base), preserving_proto_field_name=True)
         with self._client() as client:
             client.load(self.model, doc)
-        self.loaded = None
+            limit = time.perf_counter() + self.swap_timeout
+            while not client.model_ready(self.model) and time.perf_counter() < limit:
+                time.sleep(READY_POLL_S)
+        # The repository's own config is loaded: a search that starts at it does not load it again.
+        self.loaded = space_mod.current_candidate(self.base)
 
     def measure(self, c: space_mod.Candidate, levels: list[int], kind: str) -> Trial:
         if self.deadline is not None and time.monotonic() >= self.deadline:

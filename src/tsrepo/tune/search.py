@@ -169,6 +169,15 @@ def _settled(goal: Goal, levels: list[Level]) -> bool:
     return goal.best_level([lowest]) is None or lowest.throughput <= best_above.throughput
 
 
+def _lower_level(level: int, p99_ms: float, budget_ms: float) -> int:
+    """The next concurrency to probe after `level` missed the budget with `p99_ms`. Past saturation latency
+    grows in proportion to concurrency (Little's law: concurrency = throughput x latency, and the
+    throughput stays), so the budget is met near level x budget / p99: aim 10 % under that, at least one
+    lower, and no lower than a quarter of `level` (a p99 far over the budget may be a stall, not queueing)."""
+    aimed = int(level * budget_ms / p99_ms * 0.9) if p99_ms > 0 else level // 2
+    return max(1, min(level - 1, max(aimed, level // 4)))
+
+
 def _missed_budget(goal: Goal, levels: list[Level]) -> bool:
     """No level meets the goal and the latest one measured is over the p99 budget (stable or not): a
     lower concurrency may meet it. A level that missed only by being unstable is not a miss."""
@@ -251,10 +260,10 @@ def quick(
                 level = probe_level(c, max_c)
                 trial = measure(c, [level], "probe")
                 # Under a latency budget, a probe at high concurrency can miss the budget that a lower
-                # concurrency meets: halve until it is met (the config stays loaded, so this is cheap).
-                # Only a miss halves: an unstable level says nothing about a lower concurrency.
+                # concurrency meets: lower it until it is met (the config stays loaded, so this is cheap).
+                # Only a miss lowers it: an unstable level says nothing about a lower concurrency.
                 while level > 1 and _missed_budget(goal, trial.levels):
-                    level = max(1, level // 2)
+                    level = _lower_level(level, trial.levels[-1].p99_ms, goal.p99_budget_ms)
                     trial = merge(trial, measure(c, [level], "probe"))
             probes[c] = trial
             result.trials.append(trial)
