@@ -34,6 +34,8 @@ class TritonInstall:
     version_tag: str  # pytriton's version, names the backend cache
 
 
+MAX_TIMEOUT_S = 86400.0  # as validate's: a readiness wait of more than a day is a typo
+
 def find_triton() -> TritonInstall:
     """Locate tritonserver, its libraries and the Python backend inside the nvidia-pytriton wheel."""
     try:
@@ -326,6 +328,8 @@ def check_arguments(ports: Ports, timeout: float) -> None:
 
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
         raise UsageError(f"--timeout must be a finite number of seconds > 0, got {timeout!r}")
+    if timeout > MAX_TIMEOUT_S:
+        raise UsageError(f"--timeout must be at most {MAX_TIMEOUT_S:g} seconds (a day), got {timeout!r}")
     check_ports_free(ports)
 
 
