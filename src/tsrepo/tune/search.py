@@ -244,7 +244,7 @@ def quick(
     start: Candidate,
     top: int = 2,
     max_steps: int = 20,
-    min_gain: float = 0.02,
+    min_gain: float = 0.05,
     done=None,
 ) -> SearchResult:
     """Hill climbing on one-level probes from `start`, then sweeps and re-measures of the best few."""
@@ -253,11 +253,17 @@ def quick(
     probes: dict[Candidate, Trial] = {}
     max_c = max(levels)
 
+    met_budget: list[int] = []  # concurrencies at which a probe met the p99 budget
+
     def probe(c: Candidate) -> Trial:
         if c not in probes:
             trial = done.get((c, "probe"))
             if trial is None:
                 level = probe_level(c, max_c)
+                if met_budget:
+                    # Under a budget the climb has learned roughly how much concurrency the budget allows:
+                    # start at twice the most any probe sustained, not far above it (each miss costs a level).
+                    level = min(level, 2 * max(met_budget))
                 trial = measure(c, [level], "probe")
                 # Under a latency budget, a probe at high concurrency can miss the budget that a lower
                 # concurrency meets: lower it until it is met (the config stays loaded, so this is cheap).
@@ -265,6 +271,10 @@ def quick(
                 while level > 1 and _missed_budget(goal, trial.levels):
                     level = _lower_level(level, trial.levels[-1].p99_ms, goal.p99_budget_ms)
                     trial = merge(trial, measure(c, [level], "probe"))
+                if goal.p99_budget_ms is not None:
+                    met = goal.best_level(trial.levels, steering=True)
+                    if met is not None:
+                        met_budget.append(met.concurrency)
             probes[c] = trial
             result.trials.append(trial)
         return probes[c]
@@ -280,7 +290,9 @@ def quick(
         current_score = score(current)
 
         def better(s: float) -> bool:
-            # Move only on a clear gain: a step inside the noise is not a better config.
+            # Move only on a clear gain: a step inside the noise is not a better config. 5 % is the least
+            # spread tune assumes between two measurements of one config (see tune._noise); a smaller
+            # threshold let the climb follow noise, each false step costing a pass of new probes.
             if not math.isfinite(current_score):
                 return math.isfinite(s)
             return s > current_score + min_gain * abs(current_score)
