@@ -31,6 +31,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--levels", default="1,8")
     args = ap.parse_args()
+    from tsrepo.serve.runner import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # a SIGTERM (a timeout, a kill) stops the servers it started, as Ctrl-C does
     os.environ.setdefault("TSREPO_CACHE_DIR", str(Path(tempfile.mkdtemp(prefix="tsrepo-aoti-cache-"))))
 
     from tsrepo import build, migrate, repository

@@ -103,6 +103,9 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
+    from tsrepo.serve.runner import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # a SIGTERM (a timeout, a kill) stops the servers it started, as Ctrl-C does
     work = Path(tempfile.mkdtemp(prefix="tsrepo-costs-"))
     builds = [build_once(work / "repo") for _ in range(args.runs)]
     serves = [serve_once(work / "repo") for _ in range(args.runs)]

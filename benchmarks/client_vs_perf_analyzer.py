@@ -102,6 +102,9 @@ def main() -> int:
     ap.add_argument("--protocol", default="http", choices=["http", "grpc"])
     ap.add_argument("--workers", type=int, default=1, help="tsrepo bench --workers")
     args = ap.parse_args()
+    from tsrepo.serve.runner import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # a SIGTERM (a timeout, a kill) stops the servers it started, as Ctrl-C does
     levels = [int(x) for x in args.levels.split(",")]
 
     from tsrepo import build

@@ -171,6 +171,9 @@ def main() -> int:
     ap.add_argument("--levels", default="1,16")
     ap.add_argument("--models", default="tiny,transformer")
     args = ap.parse_args()
+    from tsrepo.serve.runner import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # a SIGTERM (a timeout, a kill) stops the servers it started, as Ctrl-C does
     levels = [int(v) for v in args.levels.split(",")]
     models = args.models.split(",")
     shapes = {"tiny": (16,), "transformer": (64, 128)}

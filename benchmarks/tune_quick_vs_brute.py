@@ -38,6 +38,9 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=0.5)
     ap.add_argument("--confirm", type=int, default=3, help="side-by-side rounds of the two winners and the default")
     args = ap.parse_args()
+    from tsrepo.serve.runner import sigterm_as_interrupt
+
+    sigterm_as_interrupt()  # a SIGTERM (a timeout, a kill) stops the servers it started, as Ctrl-C does
 
     from tsrepo import build
     from tsrepo.client import bench, modelinfo
