@@ -26,6 +26,15 @@ class Failure:
         return issubclass(self.error, ServerUnreachable)
 
 
+class RequestFailed(Exception):
+    """One load request failed; the load loops count `failure.kind`. Raised by both wire clients (HTTP/1.1 in
+    loadgen.py, HTTP/2 in grpc_wire.py)."""
+
+    def __init__(self, failure: Failure):
+        super().__init__(failure.kind)
+        self.failure = failure
+
+
 REFUSED_CONNECTION = Failure(ServerUnreachable, "connection refused")
 LOST = Failure(ServerUnreachable, "connection lost")
 UNREACHABLE = Failure(ServerUnreachable, "unreachable")

@@ -23,7 +23,7 @@ SETTINGS, or that sends a frame longer than 16 KiB, is not HTTP/2 ("bad answer",
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tsrepo.client import failures
 
@@ -81,9 +81,14 @@ def _integer(value: int, prefix_bits: int, first: int) -> bytes:
     return bytes(out)
 
 
+def _string(value: bytes) -> bytes:
+    """An HPACK string literal, raw (not Huffman-coded)."""
+    return _integer(len(value), 7, 0x00) + value
+
+
 def _literal(name_index: int, value: bytes) -> bytes:
     """A literal header field without indexing, its name from the static table, its value raw."""
-    return _integer(name_index, 4, 0x00) + _integer(len(value), 7, 0x00) + value
+    return _integer(name_index, 4, 0x00) + _string(value)
 
 
 def request_headers(authority: str, path: bytes = INFER_PATH) -> bytes:
@@ -95,10 +100,8 @@ def request_headers(authority: str, path: bytes = INFER_PATH) -> bytes:
         + _literal(1, authority.encode())  # :authority
         + _literal(31, b"application/grpc")  # content-type
         + b"\x00"
-        + _integer(2, 7, 0)
-        + b"te"
-        + _integer(8, 7, 0)
-        + b"trailers"
+        + _string(b"te")
+        + _string(b"trailers")  # a literal with a new name: te is not in the table
     )
 
 
@@ -152,9 +155,7 @@ class Stream:
     pending: memoryview | None = None  # request bytes still to send (flow control)
     http_status: int | None = None
     grpc_status: int | None = None
-    message: str = ""
     headers_seen: bool = False
-    waiters: list = field(default_factory=list)
 
 
 class ProtocolViolation(Exception):
@@ -208,11 +209,11 @@ class Connection(asyncio.Protocol):
         if self.broken is None:
             self.broken = failure
         if not self.ready.done():
-            self.ready.set_exception(_failed(failure))
+            self.ready.set_exception(failures.RequestFailed(failure))
             self.ready.exception()  # retrieved: no "never retrieved" warning when nobody waits
         for stream in self.streams.values():
             if not stream.future.done():
-                stream.future.set_exception(_failed(failure))
+                stream.future.set_exception(failures.RequestFailed(failure))
         self.streams.clear()
         for w in self.slot_waiters:
             if not w.done():
@@ -233,7 +234,7 @@ class Connection(asyncio.Protocol):
     # ---- calls
 
     async def call(self, message: bytes) -> None:
-        """One unary call with a complete gRPC message; raises loadgen.RequestFailed on failure, or
+        """One unary call with a complete gRPC message; raises failures.RequestFailed on failure, or
         Unprocessed when the server refused it without processing it."""
         if not self.ready.done():
             await self.ready
@@ -248,7 +249,7 @@ class Connection(asyncio.Protocol):
         if not self.usable:
             if self.broken is None:
                 raise Unprocessed()  # going away or out of stream ids: another connection takes it
-            raise _failed(self.broken)
+            raise failures.RequestFailed(self.broken)
         sid = self.next_id
         self.next_id += 2
         stream = Stream(self.loop.create_future(), self.peer_initial_window)
@@ -308,7 +309,7 @@ class Connection(asyncio.Protocol):
             elif isinstance(failure, Exception):
                 stream.future.set_exception(failure)
             else:
-                stream.future.set_exception(_failed(failure))
+                stream.future.set_exception(failures.RequestFailed(failure))
         self._wake_slots()
         if self.going_away and not self.streams and self.transport is not None:
             self.transport.close()
@@ -397,7 +398,7 @@ class Connection(asyncio.Protocol):
                 stream.headers_seen = True
                 stream.http_status = answer.http_status
             if answer.grpc_status is not None:
-                stream.grpc_status, stream.message = answer.grpc_status, answer.message
+                stream.grpc_status = answer.grpc_status
         if ended:
             self._end(sid)
 
@@ -460,12 +461,6 @@ class Connection(asyncio.Protocol):
             self.transport.close()
 
 
-def _failed(failure: failures.Failure) -> Exception:
-    from tsrepo.client.loadgen import RequestFailed
-
-    return RequestFailed(failure)
-
-
 class Channel:
     """The calls of one load process, over one connection, opened again when lost (as grpcio's channel)."""
 
@@ -494,7 +489,7 @@ class Channel:
         try:
             _, conn = await loop.create_connection(lambda: Connection(self.authority), self.host, self.port)
         except OSError as e:
-            raise _failed(failures.from_exception(e)) from None
+            raise failures.RequestFailed(failures.from_exception(e)) from None
         old, self.connection = self.connection, conn
         if old is not None and old.broken is None:  # out of stream ids: it ends once its calls have
             old.going_away = True
@@ -513,7 +508,7 @@ class Channel:
                 return
             except Unprocessed:
                 continue
-        raise _failed(failures.LOST)
+        raise failures.RequestFailed(failures.LOST)
 
     async def close(self) -> None:
         if self.connection is not None:

@@ -103,12 +103,7 @@ class RecordSet:
         return ok.size, ok, lat[ok]
 
 
-class RequestFailed(Exception):
-    """One request failed; `failure` comes from the same mapping the transport uses."""
-
-    def __init__(self, failure: failures.Failure):
-        super().__init__(failure.kind)
-        self.failure = failure
+RequestFailed = failures.RequestFailed  # where the load loops and their tests have always found it
 
 
 def http_requests(host: str, port: int, model: str, bodies: list[tuple[bytes, int]]) -> list[bytes]:
