@@ -293,3 +293,24 @@ def test_a_probe_over_the_budget_aims_where_littles_law_puts_the_budget():
     assert _lower_level(32, 1000.0, 50.0) == 8  # never below a quarter
     assert _lower_level(2, 500.0, 1.0) == 1
     assert _lower_level(8, 8.1, 8.0) == 7  # always at least one lower
+
+
+def test_under_a_budget_a_probe_starts_at_most_twice_the_concurrency_any_probe_sustained():
+    goal = Goal(Objective.THROUGHPUT, 2.5)
+    first_levels: list[tuple[Candidate, int]] = []
+    sustained: list[int] = []
+
+    def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
+        trial = Trial(c, [batching_pays(c, n) for n in levels], kind)
+        if kind == "probe":
+            if c not in [p for p, _ in first_levels]:
+                first_levels.append((c, levels[0]))
+                assert not sustained or levels[0] <= 2 * max(sustained), (c, levels[0], sustained)
+            met = goal.best_level(trial.levels, steering=True)
+            if met is not None:
+                sustained.append(met.concurrency)
+        return trial
+
+    quick(SPACE, goal, measure, LEVELS, Candidate(4, 32, True, 0))
+    # The rule bites: a 4-instance, max_batch_size-32 start would probe at 64 (capped) by Model Analyzer's rule.
+    assert any(level < min(64, 2 * c.max_batch_size * c.instances) for c, level in first_levels[1:] if c.batching)

@@ -83,7 +83,7 @@ def merge(a: Trial | None, b: Trial) -> Trial:
     """Two measurements of one candidate as one trial (a probe that halved its concurrency, a sweep
     measured level by level): levels in concurrency order, times added."""
     if a is None:
-        return Trial(b.candidate, sorted(b.levels, key=lambda lv: lv.concurrency), b.kind, b.swap_s, b.seconds, b.note)
+        a = Trial(b.candidate, [], b.kind)
     levels = sorted(a.levels + b.levels, key=lambda lv: lv.concurrency)
     return Trial(a.candidate, levels, a.kind, a.swap_s + b.swap_s, a.seconds + b.seconds, a.note or b.note)
 
@@ -146,7 +146,8 @@ def sweep_down(goal: Goal, measure: Measure, c: Candidate, levels: list[int], ha
     below the best one measured gives less (two levels when the highest wins). `have` is what an
     interrupted run measured already. The latency objective measures every level."""
     if goal.objective is not Objective.THROUGHPUT:
-        missing = [lv for lv in levels if have is None or lv not in {x.concurrency for x in have.levels}]
+        measured = {lv.concurrency for lv in have.levels} if have else set()
+        missing = [lv for lv in levels if lv not in measured]
         return merge(have, measure(c, missing, "sweep")) if missing else have
     trial = have
     order = sorted(levels, reverse=True)
@@ -318,11 +319,10 @@ def quick(
                         steps += 1
                     if walked:
                         break  # the other direction was where this axis came from
-        steer = {t.candidate: goal.score(t.levels, steering=True) for t in probes.values()}
-        ranked = sorted(probes.values(), key=lambda t: -math.inf if steer[t.candidate] is None else steer[t.candidate])
+        ranked = sorted(probes.values(), key=lambda t: score(t.candidate), reverse=True)
         sweeps = []
-        for t in reversed(ranked[-top:]):
-            if steer[t.candidate] is None:
+        for t in ranked[:top]:
+            if not math.isfinite(score(t.candidate)):
                 continue
             sweep = sweep_down(goal, measure, t.candidate, levels, done.get((t.candidate, "sweep")))
             result.trials.append(sweep)
