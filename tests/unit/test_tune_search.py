@@ -248,6 +248,54 @@ def test_a_finalists_sweep_goes_down_from_the_highest_level_and_stops_below_the_
     assert rest.level_measurements == 1 and [lv.concurrency for lv in again.levels] == [16, 64]
 
 
+def test_a_sweep_stops_at_the_only_stable_level_when_an_unstable_one_above_gave_more():
+    from tsrepo.tune.search import sweep_down
+
+    def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
+        # 64 and 16 never settle (a noisy machine); throughput still rises with concurrency
+        return Trial(c, [Level(n, 100.0 * min(n, 16), 1.0, 2.0, stable=n < 16) for n in levels], kind)
+
+    seen: list[int] = []
+
+    def counting(c: Candidate, levels: list[int], kind: str) -> Trial:
+        seen.extend(levels)
+        return measure(c, levels, kind)
+
+    trial = sweep_down(Goal(Objective.THROUGHPUT), counting, Candidate(1, 8, True, 0), LEVELS)
+    assert Goal(Objective.THROUGHPUT).best_level(trial.levels).concurrency == 4
+    assert seen == [64, 16, 4]  # 1 would give less than 4: 16 gave more, unstable or not
+
+    def falling(c: Candidate, levels: list[int], kind: str) -> Trial:
+        # past the peak: more concurrency gives less, so 4 is checked against the level below it
+        seen.extend(levels)
+        return Trial(c, [Level(n, 1000.0 / n, 1.0, 2.0, stable=n < 16) for n in levels], kind)
+
+    seen.clear()
+    sweep_down(Goal(Objective.THROUGHPUT), falling, Candidate(1, 8, True, 0), LEVELS)
+    assert seen == [64, 16, 4, 1]
+
+
+def test_a_finalists_sweep_leaves_out_the_levels_at_and_above_where_its_probe_missed_the_budget():
+    goal = Goal(Objective.THROUGHPUT, 50.0)
+    sweeps: dict[Candidate, list[int]] = {}
+    probes: dict[Candidate, list[int]] = {}
+
+    def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
+        (sweeps if kind == "sweep" else probes).setdefault(c, []).extend(levels)
+        # p99 = 2.5 ms per unit of concurrency: the budget holds up to 20
+        return Trial(c, [Level(n, 50.0 * min(n, 20) * c.instances, 1.0, 2.5 * n, True) for n in levels], kind)
+
+    result = quick(
+        Space((1, 2), (16,), (0,), batching_off=False), goal, measure, [1, 4, 16, 32], Candidate(1, 16, True, 0)
+    )
+    assert result.winner is not None and goal.best_level(result.winner.levels).concurrency == 16
+    start = Candidate(1, 16, True, 0)
+    assert probes[start][0] == 32 and sweeps[start] == [16, 4]  # its probe missed at 32: 32 is not swept
+    for c, levels in sweeps.items():
+        missed = [n for n in probes[c] if 2.5 * n > 50.0]
+        assert not missed or all(n < min(missed) for n in levels), (c, levels, probes[c])
+
+
 def test_a_resumed_run_sees_a_sweep_recorded_level_by_level_as_one(tmp_path):
     from tsrepo.tune.results import Run
 
@@ -288,29 +336,92 @@ def test_an_unstable_probe_still_steers_the_climb_but_only_stable_sweeps_pick_th
 def test_a_probe_over_the_budget_aims_where_littles_law_puts_the_budget():
     from tsrepo.tune.search import _lower_level
 
-    assert _lower_level(32, 80.0, 50.0) == 18  # 32 x 50/80 x 0.9
-    assert _lower_level(16, 17.0, 16.0) == 13
+    assert _lower_level(32, 80.0, 50.0) == 15  # 32 x 50/80 x 0.75
+    assert _lower_level(16, 17.0, 16.0) == 11
     assert _lower_level(32, 1000.0, 50.0) == 8  # never below a quarter
     assert _lower_level(2, 500.0, 1.0) == 1
-    assert _lower_level(8, 8.1, 8.0) == 7  # always at least one lower
+    assert _lower_level(8, 8.1, 8.0) == 5
+    assert _lower_level(8, 8.1, 64.0) == 7  # always at least one lower
 
 
-def test_under_a_budget_a_probe_starts_at_most_twice_the_concurrency_any_probe_sustained():
+def test_under_a_budget_a_probe_starts_where_the_config_it_stepped_from_met_it_scaled_by_the_rule():
     goal = Goal(Objective.THROUGHPUT, 2.5)
-    first_levels: list[tuple[Candidate, int]] = []
-    sustained: list[int] = []
+    first_levels: dict[Candidate, int] = {}
+    met: dict[Candidate, int] = {}
+    order: list[Candidate] = []
 
     def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
         trial = Trial(c, [batching_pays(c, n) for n in levels], kind)
         if kind == "probe":
-            if c not in [p for p, _ in first_levels]:
-                first_levels.append((c, levels[0]))
-                assert not sustained or levels[0] <= 2 * max(sustained), (c, levels[0], sustained)
-            met = goal.best_level(trial.levels, steering=True)
-            if met is not None:
-                sustained.append(met.concurrency)
+            if c not in first_levels:
+                first_levels[c] = levels[0]
+                order.append(c)
+            best = goal.best_level(trial.levels, steering=True)
+            if best is not None:
+                met[c] = max(met.get(c, 0), best.concurrency)
         return trial
 
     quick(SPACE, goal, measure, LEVELS, Candidate(4, 32, True, 0))
+    start = order[0]
+    assert first_levels[start] == probe_level(start, 64)  # nothing known yet: Model Analyzer's rule
+    for c in order[1:]:
+        assert first_levels[c] <= probe_level(c, 64)
+        # A config probed before c (the one the climb stepped from) met the budget: c starts there, scaled.
+        origins = [o for o in order[: order.index(c)] if o in met]
+        assert any(1 <= first_levels[c] <= round(met[o] * probe_level(c, 64) / probe_level(o, 64)) for o in origins), (
+            c,
+            first_levels[c],
+            origins,
+        )
     # The rule bites: a 4-instance, max_batch_size-32 start would probe at 64 (capped) by Model Analyzer's rule.
-    assert any(level < min(64, 2 * c.max_batch_size * c.instances) for c, level in first_levels[1:] if c.batching)
+    assert any(first_levels[c] < probe_level(c, 64) for c in order[1:] if c.batching)
+
+
+def test_a_neighbour_starts_at_three_quarters_of_the_budget_by_littles_law():
+    goal = Goal(Objective.THROUGHPUT, 50.0)
+    firsts: dict[Candidate, int] = {}
+
+    def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
+        firsts.setdefault(c, levels[0])
+        return Trial(c, [Level(n, 100.0 * c.instances, 1.0, 45.0 * n / 32, True) for n in levels], kind)
+
+    quick(Space((1, 2), (16,), (0,), batching_off=False), goal, measure, [1, 4, 16, 32], Candidate(1, 16, True, 0))
+    assert firsts[Candidate(1, 16, True, 0)] == 32  # 2 x 16, Model Analyzer's rule
+    # its origin met the budget at 32 with p99 45 ms; the rule gives both 32: 32 x 0.75 x 50/45 = 26.7
+    assert firsts[Candidate(2, 16, True, 0)] == 27
+
+
+def test_a_probe_that_met_the_budget_with_room_to_spare_is_measured_once_higher():
+    from tsrepo.tune.search import _higher_level
+
+    def lv(concurrency, p99):
+        return [Level(concurrency, 100.0, p99 / 2, p99, True)]
+
+    assert _higher_level(16, lv(16, 10.0), 50.0, 64) == 32  # Little's law says 60: no more than twice
+    assert _higher_level(16, lv(16, 20.0), 50.0, 64) == 30  # 16 x 50/20 x 0.75
+    assert _higher_level(16, lv(16, 25.0), 50.0, 64) == 24  # 16 x 50/25 x 0.75: half as high again
+    assert _higher_level(16, lv(16, 30.0), 50.0, 64) is None  # 20: less than half as high again
+    assert _higher_level(16, lv(16, 10.0), 50.0, 16) is None  # already at the rule
+    assert _higher_level(16, lv(16, 10.0), 50.0, 20) is None  # 20 < 24
+    assert _higher_level(16, lv(16, 60.0), 50.0, 64) is None  # over the budget
+    assert _higher_level(16, lv(16, 10.0), None, 64) is None  # no budget: the rule is the level
+    # A level above that was measured already (and missed, or the probe would not be at 16): below it.
+    above = [*lv(16, 10.0), Level(28, 100.0, 30.0, 70.0, True)]
+    assert _higher_level(16, above, 50.0, 64) == 27
+    assert _higher_level(16, [*lv(16, 10.0), Level(20, 100.0, 30.0, 70.0, True)], 50.0, 64) is None
+
+
+def test_a_probe_lowers_by_littles_law_from_the_level_it_measured_last():
+    """Levels of a merged trial are in concurrency order: the p99 that aims the next level is the one
+    just measured, not the highest level's."""
+    goal = Goal(Objective.THROUGHPUT, 50.0)
+    seen: list[int] = []
+
+    def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
+        seen.extend(levels)
+        # p99 grows with concurrency: 60 ms at 32, 52 ms at 20 (both over), met below 20
+        return Trial(c, [Level(n, 100.0, 1.0, {32: 60.0, 20: 52.0}.get(n, 2.0 * n), True) for n in levels], kind)
+
+    quick(Space((1,), (16,), (0,)), goal, measure, [1, 4, 16, 32], Candidate(1, 16, True, 0))
+    # 32 -> 32 x 50/60 x 0.75 = 20 -> 20 x 50/52 x 0.75 = 14 (aimed from 20's p99; 60 ms would give 12)
+    assert seen[:3] == [32, 20, 14]

@@ -5,10 +5,12 @@ levels count. The throughput objective is the highest throughput whose p99 is wi
 the latency objective is the lowest p99 at a throughput of at least the floor.
 
 Quick search (the default) is hill climbing, like Model Analyzer's quick mode, made cheaper in three
-ways: it walks one axis at a time (batching on/off, max_batch_size, queue delay, instances, threads)
+ways: it walks one axis at a time (instances, threads, batching on/off, max_batch_size, queue delay)
 as long as each step pays instead of probing every neighbour at every step; each step probes a
-candidate at one concurrency (2 x max_batch_size x instances, Model Analyzer's rule, capped) instead
-of a sweep; and a point is measured once however often the climb comes back to it. The best few
+candidate at one concurrency (2 x max_batch_size x instances, Model Analyzer's rule, capped; under a
+p99 budget, where the config it stepped from met the budget, scaled by the rule and by Little's law to
+three quarters of the budget) instead of a sweep; and a point is measured once however often the climb
+comes back to it. The best few
 probed points are then swept (their second measurement), from the highest level down until a level
 below the best gives less (closed-loop throughput rises with concurrency until the server saturates),
 and the winner is chosen from those sweeps alone, each level measured as brute force measures it.
@@ -135,22 +137,36 @@ class SearchResult:
     stopped: str = ""  # why the search ended early (time budget, interrupt), else empty
 
 
+AIM = 0.75  # of the p99 budget: where a probe aims its concurrency (Little's law) when it can
+
+
 def probe_level(c: Candidate, max_concurrency: int) -> int:
     return max(1, min(max_concurrency, 2 * c.max_batch_size * c.instances if c.batching else 2 * c.instances))
 
 
-def sweep_down(goal: Goal, measure: Measure, c: Candidate, levels: list[int], have: Trial | None = None) -> Trial:
+def sweep_down(
+    goal: Goal,
+    measure: Measure,
+    c: Candidate,
+    levels: list[int],
+    have: Trial | None = None,
+    missed_at: int | None = None,
+) -> Trial:
     """A finalist's sweep for the throughput objective, from the highest level down. In a closed loop
     throughput rises with concurrency until the server saturates, and p99 rises with it: the best level
     is the highest that meets the budget unless a lower one gives more, so the sweep stops once a level
-    below the best one measured gives less (two levels when the highest wins). `have` is what an
-    interrupted run measured already. The latency objective measures every level."""
+    below the best one measured gives less (two levels when the highest wins). `missed_at` is the lowest
+    concurrency at which the config's probe missed the p99 budget: levels from there up are left out (the
+    lowest level never is). `have` is what an interrupted run measured already. The latency objective
+    measures every level."""
     if goal.objective is not Objective.THROUGHPUT:
         measured = {lv.concurrency for lv in have.levels} if have else set()
         missing = [lv for lv in levels if lv not in measured]
         return merge(have, measure(c, missing, "sweep")) if missing else have
     trial = have
     order = sorted(levels, reverse=True)
+    if missed_at is not None:
+        order = [lv for lv in order if lv < missed_at] or [min(levels)]
     while True:
         measured = {lv.concurrency for lv in trial.levels} if trial else set()
         if trial is not None and _settled(goal, trial.levels):
@@ -162,32 +178,76 @@ def sweep_down(goal: Goal, measure: Measure, c: Candidate, levels: list[int], ha
 
 
 def _settled(goal: Goal, levels: list[Level]) -> bool:
-    """A level above the lowest one measured meets the goal, and the lowest gives no more than it."""
+    """A level above the lowest one measured meets the goal, and the lowest gives no more than it; or
+    the lowest is the one level that meets the goal and a level above it gave more all the same
+    (unstable, or over the budget): the lowest is then on the rising side of throughput against
+    concurrency, and every level below it gives less."""
     lowest = min(levels, key=lambda lv: lv.concurrency)
-    best_above = goal.best_level([lv for lv in levels if lv.concurrency > lowest.concurrency])
+    above = [lv for lv in levels if lv.concurrency > lowest.concurrency]
+    best_above = goal.best_level(above)
     if best_above is None:
-        return False
+        return goal.best_level([lowest]) is not None and any(
+            lv.errors == 0 and lv.throughput > lowest.throughput for lv in above
+        )
     return goal.best_level([lowest]) is None or lowest.throughput <= best_above.throughput
 
 
 def _lower_level(level: int, p99_ms: float, budget_ms: float) -> int:
     """The next concurrency to probe after `level` missed the budget with `p99_ms`. Past saturation latency
     grows in proportion to concurrency (Little's law: concurrency = throughput x latency, and the
-    throughput stays), so the budget is met near level x budget / p99: aim 10 % under that, at least one
-    lower, and no lower than a quarter of `level` (a p99 far over the budget may be a stall, not queueing)."""
-    aimed = int(level * budget_ms / p99_ms * 0.9) if p99_ms > 0 else level // 2
+    throughput stays), so the budget is met near level x budget / p99: aim at three quarters of the
+    budget (aiming at the edge missed it again half the time, on noise), at least one lower, and no
+    lower than a quarter of `level` (a p99 far over the budget may be a stall, not queueing)."""
+    aimed = int(level * budget_ms / p99_ms * AIM) if p99_ms > 0 else level // 2
     return max(1, min(level - 1, max(aimed, level // 4)))
 
 
-def _missed_budget(goal: Goal, levels: list[Level]) -> bool:
-    """No level meets the goal and the latest one measured is over the p99 budget (stable or not): a
-    lower concurrency may meet it. A level that missed only by being unstable is not a miss."""
+def _higher_level(level: int, levels: list[Level], budget_ms: float | None, cap: int) -> int | None:
+    """The concurrency to probe next after `level` met the budget well inside it, or None: Little's law
+    (p99 grows at most in proportion to concurrency) puts the budget near level x budget / p99; aim at
+    three quarters of it, no higher than `cap` (Model Analyzer's rule) or twice `level`, below any level that
+    already missed the budget, and only where that is at least 1.5 x `level`: a smaller step would not
+    change which way the climb goes."""
+    if budget_ms is None:
+        return None
+    missed = [lv.concurrency for lv in levels if lv.concurrency > level]  # measured higher: it missed
+    cap = min([cap, *(m - 1 for m in missed)])
+    last = _at(levels, level)
+    if level >= cap or last is None or not last.counts(steering=True) or not 0 < last.p99_ms <= budget_ms:
+        return None
+    aimed = min(cap, 2 * level, int(level * budget_ms / last.p99_ms * AIM))
+    return aimed if aimed >= 1.5 * level else None
+
+
+def _at(levels: list[Level], concurrency: int) -> Level | None:
+    """The level measured at `concurrency` (a merged trial keeps its levels in concurrency order, not in
+    the order they were measured)."""
+    return next((lv for lv in levels if lv.concurrency == concurrency), None)
+
+
+def _missed_at(goal: Goal, levels: list[Level]) -> int | None:
+    """The lowest concurrency at which a measurement (stable or not, without errors) was over the p99
+    budget; None without a budget."""
+    if goal.objective is not Objective.THROUGHPUT or goal.p99_budget_ms is None:
+        return None
+    over = [
+        lv.concurrency
+        for lv in levels
+        if lv.errors == 0 and math.isfinite(lv.p99_ms) and lv.p99_ms > goal.p99_budget_ms
+    ]
+    return min(over, default=None)
+
+
+def _missed_budget(goal: Goal, levels: list[Level], latest: int) -> bool:
+    """No level meets the goal and the one measured last, at concurrency `latest`, is over the p99 budget
+    (stable or not): a lower concurrency may meet it. A level that missed only by being unstable is not
+    a miss."""
     if goal.objective is not Objective.THROUGHPUT or goal.p99_budget_ms is None or not levels:
         return False
     if goal.score(levels, steering=True) is not None:
         return False
-    last = levels[-1]
-    return math.isfinite(last.p99_ms) and last.p99_ms > goal.p99_budget_ms
+    last = _at(levels, latest)
+    return last is not None and math.isfinite(last.p99_ms) and last.p99_ms > goal.p99_budget_ms
 
 
 INTERRUPTED = "interrupted"  # the Stop reason for Ctrl-C or SIGTERM
@@ -254,36 +314,54 @@ def quick(
     probes: dict[Candidate, Trial] = {}
     max_c = max(levels)
 
-    met_budget: list[int] = []  # concurrencies at which a probe met the p99 budget
+    def start_level(c: Candidate, origin: Candidate | None) -> int:
+        """Where a probe of `c` starts: Model Analyzer's rule; under a p99 budget, the concurrency at which
+        the config the climb stepped from met the budget, scaled by the two configs' rule (a neighbour
+        with twice the batch capacity gets twice the concurrency) and by Little's law to three quarters
+        of the budget, never above the rule. A probe that starts where the budget holds is measured
+        once; one above it costs a level per miss."""
+        level = probe_level(c, max_c)
+        if goal.p99_budget_ms is None or origin is None or origin not in probes:
+            return level
+        met = goal.best_level(probes[origin].levels, steering=True)
+        if met is None:
+            return level
+        scaled = met.concurrency * probe_level(c, max_c) / probe_level(origin, max_c)
+        if met.p99_ms > 0:
+            # Aim at three quarters of the budget, not at the edge the origin met it on: a neighbour as good
+            # as its origin then meets it in one level instead of missing half the time on noise (a
+            # miss costs a level). Past saturation throughput does not depend on concurrency, so
+            # the comparison between the two is the same.
+            scaled *= min(1.0, AIM * goal.p99_budget_ms / met.p99_ms)
+        return max(1, min(level, round(scaled)))
 
-    def probe(c: Candidate) -> Trial:
+    def probe(c: Candidate, origin: Candidate | None = None) -> Trial:
         if c not in probes:
             trial = done.get((c, "probe"))
             if trial is None:
-                level = probe_level(c, max_c)
-                if met_budget:
-                    # Under a budget the climb has learned roughly how much concurrency the budget allows:
-                    # start at twice the most any probe sustained, not far above it (each miss costs a level).
-                    level = min(level, 2 * max(met_budget))
+                cap = probe_level(c, max_c)
+                level = start_level(c, origin)
                 trial = measure(c, [level], "probe")
                 # Under a latency budget, a probe at high concurrency can miss the budget that a lower
                 # concurrency meets: lower it until it is met (the config stays loaded, so this is cheap).
                 # Only a miss lowers it: an unstable level says nothing about a lower concurrency.
-                while level > 1 and _missed_budget(goal, trial.levels):
-                    level = _lower_level(level, trial.levels[-1].p99_ms, goal.p99_budget_ms)
+                while level > 1 and _missed_budget(goal, trial.levels, level):
+                    level = _lower_level(level, _at(trial.levels, level).p99_ms, goal.p99_budget_ms)
                     trial = merge(trial, measure(c, [level], "probe"))
-                if goal.p99_budget_ms is not None:
-                    met = goal.best_level(trial.levels, steering=True)
-                    if met is not None:
-                        met_budget.append(met.concurrency)
+                # A probe that started below the rule and met the budget with room to spare may give more
+                # higher up (a config that batches more needs more concurrency to fill its batches): one
+                # level more, where Little's law puts the budget, when that is at least half as high again.
+                higher = _higher_level(level, trial.levels, goal.p99_budget_ms, cap)
+                if higher is not None:
+                    trial = merge(trial, measure(c, [higher], "probe"))
             probes[c] = trial
             result.trials.append(trial)
         return probes[c]
 
-    def score(c: Candidate) -> float:
+    def score(c: Candidate, origin: Candidate | None = None) -> float:
         # Probes steer: an unstable level counts here (its windows' mean), never for the winner, which
         # comes from stable sweeps alone.
-        s = goal.score(probe(c).levels, steering=True)
+        s = goal.score(probe(c, origin).levels, steering=True)
         return -math.inf if s is None else s
 
     try:
@@ -312,7 +390,7 @@ def quick(
                         n = space.step(current, axis, direction)
                         if n is None:
                             break
-                        s = score(n)
+                        s = score(n, current)
                         if not better(s):
                             break
                         current, current_score, walked, moved = n, s, True, True
@@ -324,7 +402,9 @@ def quick(
         for t in ranked[:top]:
             if not math.isfinite(score(t.candidate)):
                 continue
-            sweep = sweep_down(goal, measure, t.candidate, levels, done.get((t.candidate, "sweep")))
+            sweep = sweep_down(
+                goal, measure, t.candidate, levels, done.get((t.candidate, "sweep")), _missed_at(goal, t.levels)
+            )
             result.trials.append(sweep)
             sweeps.append(sweep)
         # A finalist's sweep is its second measurement (its probe was the first): the winner is the best

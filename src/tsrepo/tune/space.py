@@ -129,7 +129,10 @@ class Space:
     def contains(self, c: Candidate) -> bool:
         return c in set(self.grid())
 
-    AXES = ("batching", "max_batch_size", "delay_us", "instances", "threads")
+    # The order a climb walks them in: instances (and threads, which share the cores with them) first,
+    # because they move throughput most and the batching axes are then walked once, at the instance
+    # count that wins; walked last, every batching axis was walked again after instances moved.
+    AXES = ("instances", "threads", "batching", "max_batch_size", "delay_us")
 
     def step(self, c: Candidate, axis: str, direction: int) -> Candidate | None:
         """The point one step from `c` along `axis` (+1 up, -1 down), or None at the edge or where the
