@@ -19,7 +19,7 @@ from tsrepo.serve import local, shadow
 from tsrepo.serve.ports import free_ports
 from tsrepo.spec import load_spec
 from tsrepo.tune.engine import Engine
-from tsrepo.tune.space import Candidate
+from tsrepo.tune.space import Candidate, current_candidate
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -74,6 +74,16 @@ def test_a_swapped_config_is_what_the_server_serves(tiny):
 
             out = client.infer("lin", 1, {"x": np.ones((3, 4), np.float32)}, ["OUTPUT__0"])
             assert out["OUTPUT__0"].shape == (3, 3)
+        # Restoring loads the repository's own config and marks it loaded: a search that starts there
+        # measures it without loading it again.
+        engine.restore()
+        with transport.connect(server.http_url, "http", 10) as client:
+            served = json_format.ParseDict(client.config("lin"), pb.ModelConfig(), ignore_unknown_fields=True)
+            assert served.instance_group[0].count == 1 and not served.HasField("dynamic_batching")
+        assert engine.loaded == current_candidate(info_cfg)
+        swaps = len(engine.swaps)
+        trial = engine.measure(engine.loaded, [1], "probe")
+        assert trial.swap_s == 0 and len(engine.swaps) == swaps and trial.levels[0].throughput > 0
     finally:
         server.stop()
 
