@@ -156,9 +156,9 @@ def sweep_down(
     throughput rises with concurrency until the server saturates, and p99 rises with it: the best level
     is the highest that meets the budget unless a lower one gives more, so the sweep stops once a level
     below the best one measured gives less (two levels when the highest wins). `missed_at` is the lowest
-    concurrency at which the config's probe missed the p99 budget: levels from there up are left out (the
-    lowest level never is). `have` is what an interrupted run measured already. The latency objective
-    measures every level."""
+    concurrency at which the config's probe missed the p99 budget by a third or more: levels from there
+    up are left out (the lowest level never is). `have` is what an interrupted run measured already.
+    The latency objective measures every level."""
     if goal.objective is not Objective.THROUGHPUT:
         measured = {lv.concurrency for lv in have.levels} if have else set()
         missing = [lv for lv in levels if lv not in measured]
@@ -187,7 +187,7 @@ def _settled(goal: Goal, levels: list[Level]) -> bool:
     best_above = goal.best_level(above)
     if best_above is None:
         return goal.best_level([lowest]) is not None and any(
-            lv.errors == 0 and lv.throughput > lowest.throughput for lv in above
+            lv.errors == 0 and math.isfinite(lv.p99_ms) and lv.throughput > lowest.throughput for lv in above
         )
     return goal.best_level([lowest]) is None or lowest.throughput <= best_above.throughput
 
@@ -206,17 +206,19 @@ def _higher_level(level: int, levels: list[Level], budget_ms: float | None, cap:
     """The concurrency to probe next after `level` met the budget well inside it, or None: Little's law
     (p99 grows at most in proportion to concurrency) puts the budget near level x budget / p99; aim at
     three quarters of it, no higher than `cap` (Model Analyzer's rule) or twice `level`, below any level that
-    already missed the budget, and only where that is at least 1.5 x `level`: a smaller step would not
-    change which way the climb goes."""
+    already missed the budget, and only where that is at least 1.5 x `level` or `cap` itself: a smaller
+    step would not change which way the climb goes."""
     if budget_ms is None:
         return None
     missed = [lv.concurrency for lv in levels if lv.concurrency > level]  # measured higher: it missed
-    cap = min([cap, *(m - 1 for m in missed)])
+    limit = min([cap, *(m - 1 for m in missed)])
     last = _at(levels, level)
-    if level >= cap or last is None or not last.counts(steering=True) or not 0 < last.p99_ms <= budget_ms:
+    if level >= limit or last is None or not last.counts(steering=True) or not 0 < last.p99_ms <= budget_ms:
         return None
-    aimed = min(cap, 2 * level, int(level * budget_ms / last.p99_ms * AIM))
-    return aimed if aimed >= 1.5 * level else None
+    aimed = min(limit, 2 * level, int(level * budget_ms / last.p99_ms * AIM))
+    # Reaching the rule's own level is always worth it: that is where the config the climb compares it
+    # with was measured when its start was not lowered by the budget.
+    return aimed if aimed > level and (aimed >= 1.5 * level or aimed == cap) else None
 
 
 def _at(levels: list[Level], concurrency: int) -> Level | None:
@@ -227,13 +229,15 @@ def _at(levels: list[Level], concurrency: int) -> Level | None:
 
 def _missed_at(goal: Goal, levels: list[Level]) -> int | None:
     """The lowest concurrency at which a measurement (stable or not, without errors) was over the p99
-    budget; None without a budget."""
+    budget by a third or more (1 / AIM): p99 only grows with concurrency, so every level from there up
+    misses too, whatever the noise (a probe's p99 near the budget misses or meets on noise alone, and
+    leaves the sweep's levels alone). None without a budget."""
     if goal.objective is not Objective.THROUGHPUT or goal.p99_budget_ms is None:
         return None
     over = [
         lv.concurrency
         for lv in levels
-        if lv.errors == 0 and math.isfinite(lv.p99_ms) and lv.p99_ms > goal.p99_budget_ms
+        if lv.errors == 0 and math.isfinite(lv.p99_ms) and lv.p99_ms > goal.p99_budget_ms / AIM
     ]
     return min(over, default=None)
 
@@ -313,6 +317,8 @@ def quick(
     done = done or {}
     probes: dict[Candidate, Trial] = {}
     max_c = max(levels)
+    # The p99 budget steers probes only for the throughput objective (the latency one has a throughput floor).
+    budget = goal.p99_budget_ms if goal.objective is Objective.THROUGHPUT else None
 
     def start_level(c: Candidate, origin: Candidate | None) -> int:
         """Where a probe of `c` starts: Model Analyzer's rule; under a p99 budget, the concurrency at which
@@ -321,7 +327,7 @@ def quick(
         of the budget, never above the rule. A probe that starts where the budget holds is measured
         once; one above it costs a level per miss."""
         level = probe_level(c, max_c)
-        if goal.p99_budget_ms is None or origin is None or origin not in probes:
+        if budget is None or origin is None or origin not in probes:
             return level
         met = goal.best_level(probes[origin].levels, steering=True)
         if met is None:
@@ -332,28 +338,34 @@ def quick(
             # as its origin then meets it in one level instead of missing half the time on noise (a
             # miss costs a level). Past saturation throughput does not depend on concurrency, so
             # the comparison between the two is the same.
-            scaled *= min(1.0, AIM * goal.p99_budget_ms / met.p99_ms)
+            scaled *= min(1.0, AIM * budget / met.p99_ms)
         return max(1, min(level, round(scaled)))
 
     def probe(c: Candidate, origin: Candidate | None = None) -> Trial:
         if c not in probes:
             trial = done.get((c, "probe"))
-            if trial is None:
-                cap = probe_level(c, max_c)
+            restored = trial is not None
+            if restored:
+                # An interrupted run may have stopped between a miss and the lower level after it: go on
+                # from the lowest level it recorded (a finished probe has met the budget there, or cannot
+                # go lower, so nothing more is measured).
+                level = min((lv.concurrency for lv in trial.levels), default=0)
+            else:
                 level = start_level(c, origin)
                 trial = measure(c, [level], "probe")
-                # Under a latency budget, a probe at high concurrency can miss the budget that a lower
-                # concurrency meets: lower it until it is met (the config stays loaded, so this is cheap).
-                # Only a miss lowers it: an unstable level says nothing about a lower concurrency.
-                while level > 1 and _missed_budget(goal, trial.levels, level):
-                    level = _lower_level(level, _at(trial.levels, level).p99_ms, goal.p99_budget_ms)
-                    trial = merge(trial, measure(c, [level], "probe"))
-                # A probe that started below the rule and met the budget with room to spare may give more
-                # higher up (a config that batches more needs more concurrency to fill its batches): one
-                # level more, where Little's law puts the budget, when that is at least half as high again.
-                higher = _higher_level(level, trial.levels, goal.p99_budget_ms, cap)
-                if higher is not None:
-                    trial = merge(trial, measure(c, [higher], "probe"))
+            # Under a latency budget, a probe at high concurrency can miss the budget that a lower
+            # concurrency meets: lower it until it is met (the config stays loaded, so this is cheap).
+            # Only a miss lowers it: an unstable level says nothing about a lower concurrency.
+            while level > 1 and _missed_budget(goal, trial.levels, level):
+                level = _lower_level(level, _at(trial.levels, level).p99_ms, goal.p99_budget_ms)
+                trial = merge(trial, measure(c, [level], "probe"))
+            # A probe that started below the rule and met the budget with room to spare may give more
+            # higher up (a config that batches more needs more concurrency to fill its batches): one
+            # level more, where Little's law puts the budget, when that is at least half as high again
+            # or the rule's own level. (Not after a resume: a finished probe may have taken it already.)
+            higher = None if restored else _higher_level(level, trial.levels, budget, probe_level(c, max_c))
+            if higher is not None:
+                trial = merge(trial, measure(c, [higher], "probe"))
             probes[c] = trial
             result.trials.append(trial)
         return probes[c]
