@@ -49,7 +49,7 @@ def main() -> None:
     from tsrepo.spec import load_spec
     from tsrepo.tune import Options, _space
     from tsrepo.tune.engine import Engine
-    from tsrepo.tune.search import Goal, Objective, brute, quick
+    from tsrepo.tune.search import INTERRUPTED, Goal, Objective, brute, quick
     from tsrepo.tune.space import current_candidate
 
     levels = [int(v) for v in args.levels.split(",")]
@@ -92,11 +92,15 @@ def main() -> None:
             engine.restore()  # each search starts as `tsrepo tune` does: the repository's config loaded
             t0 = time.perf_counter()
             b = brute(space, goal, engine.measure, levels)
+            if b.stopped == INTERRUPTED:  # a search ends cleanly on Ctrl-C / SIGTERM; the benchmark ends too
+                raise KeyboardInterrupt
             brute_s = time.perf_counter() - t0
             swaps_brute = list(engine.swaps)
             engine.restore()
             t0 = time.perf_counter()
             q = quick(space, goal, engine.measure, levels, start)
+            if q.stopped == INTERRUPTED:
+                raise KeyboardInterrupt
             quick_s = time.perf_counter() - t0
             # Side by side: each search's winner and the spec's default, measured in turn for
             # --confirm rounds with the same sweep, so that the comparison is not between two

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -116,6 +117,9 @@ class ModelState:
     reason: str
 
 
+HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # held while a server is being stopped
+
+
 @dataclass
 class LocalServer:
     """A running tritonserver process and the shadow repository it serves."""
@@ -155,7 +159,23 @@ class LocalServer:
         return repository_index(self.http_url)
 
     def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM the server's process group (server and backend stubs), SIGKILL what remains."""
+        """SIGTERM the server's process group (server and backend stubs), SIGKILL what remains. A Ctrl-C
+        or SIGTERM that arrives meanwhile is held until the server is gone, then raised: the server runs
+        in a session of its own, so a stop cut short would leave it running with nobody to stop it."""
+        if threading.current_thread() is not threading.main_thread():  # handlers belong to the main thread
+            self._stop(timeout)
+            return
+        pending: list[int] = []
+        previous = {sig: signal.signal(sig, lambda signum, _frame: pending.append(signum)) for sig in HELD_SIGNALS}
+        try:
+            self._stop(timeout)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            if pending:  # now handled as it would have been: KeyboardInterrupt, the CLI's "interrupted"...
+                signal.raise_signal(pending[0])
+
+    def _stop(self, timeout: float) -> None:
         if self.process.poll() is None:
             try:
                 os.killpg(self.process.pid, signal.SIGTERM)
