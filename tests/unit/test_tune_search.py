@@ -345,36 +345,39 @@ def test_a_probe_over_the_budget_aims_where_littles_law_puts_the_budget():
 
 
 def test_under_a_budget_a_probe_starts_where_the_config_it_stepped_from_met_it_scaled_by_the_rule():
+    from tsrepo.tune.search import AIM
+
     goal = Goal(Objective.THROUGHPUT, 2.5)
-    first_levels: dict[Candidate, int] = {}
-    met: dict[Candidate, int] = {}
-    order: list[Candidate] = []
+    probed: dict[Candidate, list[Level]] = {}  # every probe level measured so far, per candidate
+    starts: list[tuple[Candidate, int, set[int]]] = []  # (candidate, first level, the levels it may start at)
+
+    def allowed(c: Candidate) -> set[int]:
+        """The rule's level, or the start_level formula from any config probed before (its origin is one)."""
+        rule = probe_level(c, 64)
+        out = {rule}
+        for o, levels in probed.items():
+            met = goal.best_level(levels, steering=True)
+            if met is not None:
+                scaled = met.concurrency * rule / probe_level(o, 64) * min(1.0, AIM * 2.5 / met.p99_ms)
+                out.add(max(1, min(rule, round(scaled))))
+        return out
 
     def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
         trial = Trial(c, [batching_pays(c, n) for n in levels], kind)
         if kind == "probe":
-            if c not in first_levels:
-                first_levels[c] = levels[0]
-                order.append(c)
-            best = goal.best_level(trial.levels, steering=True)
-            if best is not None:
-                met[c] = max(met.get(c, 0), best.concurrency)
+            if c not in probed:
+                starts.append((c, levels[0], allowed(c)))
+            probed.setdefault(c, []).extend(trial.levels)
         return trial
 
     quick(SPACE, goal, measure, LEVELS, Candidate(4, 32, True, 0))
-    start = order[0]
-    assert first_levels[start] == probe_level(start, 64)  # nothing known yet: Model Analyzer's rule
-    for c in order[1:]:
-        assert first_levels[c] <= probe_level(c, 64)
-        # A config probed before c (the one the climb stepped from) met the budget: c starts there, scaled.
-        origins = [o for o in order[: order.index(c)] if o in met]
-        assert any(1 <= first_levels[c] <= round(met[o] * probe_level(c, 64) / probe_level(o, 64)) for o in origins), (
-            c,
-            first_levels[c],
-            origins,
-        )
+    (start, first, _), *rest = starts
+    assert first == probe_level(start, 64)  # nothing known yet: Model Analyzer's rule
+    assert rest
+    for c, first, may in rest:
+        assert first in may, (c, first, sorted(may))
     # The rule bites: a 4-instance, max_batch_size-32 start would probe at 64 (capped) by Model Analyzer's rule.
-    assert any(first_levels[c] < probe_level(c, 64) for c in order[1:] if c.batching)
+    assert any(first < probe_level(c, 64) for c, first, _ in rest if c.batching)
 
 
 def test_a_neighbour_starts_at_three_quarters_of_the_budget_by_littles_law():
