@@ -37,6 +37,7 @@ class TritonInstall:
 
 MAX_TIMEOUT_S = 86400.0  # as validate's: a readiness wait of more than a day is a typo
 
+
 def find_triton() -> TritonInstall:
     """Locate tritonserver, its libraries and the Python backend inside the nvidia-pytriton wheel."""
     try:

@@ -49,6 +49,15 @@ class Engine:
     def _client(self) -> transport.Transport:
         return transport.connect(self.url, self.settings.protocol, timeout=self.swap_timeout)
 
+    def _wait_ready(self, client: transport.Transport, since: float) -> bool:
+        """Poll until the model is ready again after a load; False swap_timeout seconds after `since`."""
+        limit = since + self.swap_timeout
+        while not client.model_ready(self.model):
+            if time.perf_counter() > limit:
+                return False
+            time.sleep(READY_POLL_S)
+        return True
+
     def swap(self, c: space_mod.Candidate) -> float:
         """Load `c`'s config; returns the seconds until the model was ready again."""
         cfg = self.served(space_mod.apply(self.base, c))
@@ -60,11 +69,8 @@ class Engine:
             except ServerRefused as e:
                 self.loaded = None
                 raise SwapFailed(f"the server refused {c.describe()}: {e}") from e
-            limit = begin + self.swap_timeout
-            while not client.model_ready(self.model):
-                if time.perf_counter() > limit:
-                    raise SwapFailed(f"{self.model} was not ready {self.swap_timeout:g} s after loading {c.key()}")
-                time.sleep(READY_POLL_S)
+            if not self._wait_ready(client, begin):
+                raise SwapFailed(f"{self.model} was not ready {self.swap_timeout:g} s after loading {c.key()}")
         seconds = time.perf_counter() - begin
         self.loaded = c
         self.swaps.append(seconds)
@@ -86,9 +92,7 @@ class Engine:
         doc = json_format.MessageToDict(self.served(self.base), preserving_proto_field_name=True)
         with self._client() as client:
             client.load(self.model, doc)
-            limit = time.perf_counter() + self.swap_timeout
-            while not client.model_ready(self.model) and time.perf_counter() < limit:
-                time.sleep(READY_POLL_S)
+            self._wait_ready(client, time.perf_counter())
         # The repository's own config is loaded: a search that starts at it does not load it again.
         self.loaded = space_mod.current_candidate(self.base)
 

@@ -96,6 +96,12 @@ class Goal:
     p99_budget_ms: float | None = None
     min_throughput: float | None = None  # for the latency objective
 
+    @property
+    def budget(self) -> float | None:
+        """The p99 budget where it bounds the objective (throughput within it), else None: the latency
+        objective has a throughput floor instead, and a budget given with it steers nothing."""
+        return self.p99_budget_ms if self.objective is Objective.THROUGHPUT else None
+
     def best_level(self, levels: list[Level], steering: bool = False) -> Level | None:
         ok = [lv for lv in levels if lv.counts(steering)]
         if self.objective is Objective.THROUGHPUT:
@@ -232,12 +238,10 @@ def _missed_at(goal: Goal, levels: list[Level]) -> int | None:
     budget by a third or more (1 / AIM): p99 only grows with concurrency, so every level from there up
     misses too, whatever the noise (a probe's p99 near the budget misses or meets on noise alone, and
     leaves the sweep's levels alone). None without a budget."""
-    if goal.objective is not Objective.THROUGHPUT or goal.p99_budget_ms is None:
+    if goal.budget is None:
         return None
     over = [
-        lv.concurrency
-        for lv in levels
-        if lv.errors == 0 and math.isfinite(lv.p99_ms) and lv.p99_ms > goal.p99_budget_ms / AIM
+        lv.concurrency for lv in levels if lv.errors == 0 and math.isfinite(lv.p99_ms) and lv.p99_ms > goal.budget / AIM
     ]
     return min(over, default=None)
 
@@ -246,12 +250,12 @@ def _missed_budget(goal: Goal, levels: list[Level], latest: int) -> bool:
     """No level meets the goal and the one measured last, at concurrency `latest`, is over the p99 budget
     (stable or not): a lower concurrency may meet it. A level that missed only by being unstable is not
     a miss."""
-    if goal.objective is not Objective.THROUGHPUT or goal.p99_budget_ms is None or not levels:
+    if goal.budget is None or not levels:
         return False
     if goal.score(levels, steering=True) is not None:
         return False
     last = _at(levels, latest)
-    return last is not None and math.isfinite(last.p99_ms) and last.p99_ms > goal.p99_budget_ms
+    return last is not None and math.isfinite(last.p99_ms) and last.p99_ms > goal.budget
 
 
 INTERRUPTED = "interrupted"  # the Stop reason for Ctrl-C or SIGTERM
@@ -317,8 +321,7 @@ def quick(
     done = done or {}
     probes: dict[Candidate, Trial] = {}
     max_c = max(levels)
-    # The p99 budget steers probes only for the throughput objective (the latency one has a throughput floor).
-    budget = goal.p99_budget_ms if goal.objective is Objective.THROUGHPUT else None
+    budget = goal.budget  # steers the probes (throughput objective only)
 
     def start_level(c: Candidate, origin: Candidate | None) -> int:
         """Where a probe of `c` starts: Model Analyzer's rule; under a p99 budget, the concurrency at which
@@ -357,7 +360,7 @@ def quick(
             # concurrency meets: lower it until it is met (the config stays loaded, so this is cheap).
             # Only a miss lowers it: an unstable level says nothing about a lower concurrency.
             while level > 1 and _missed_budget(goal, trial.levels, level):
-                level = _lower_level(level, _at(trial.levels, level).p99_ms, goal.p99_budget_ms)
+                level = _lower_level(level, _at(trial.levels, level).p99_ms, budget)
                 trial = merge(trial, measure(c, [level], "probe"))
             # A probe that started below the rule and met the budget with room to spare may give more
             # higher up (a config that batches more needs more concurrency to fill its batches): one
