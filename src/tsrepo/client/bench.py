@@ -94,6 +94,12 @@ class Settings:
     shapes: dict = field(default_factory=dict)  # --shape NAME -> dims (without batch)
     ranges: dict = field(default_factory=dict)  # --range NAME -> (low, high)
     metrics_url: str | None = None  # --collect-metrics: HOST:PORT of Triton's metrics endpoint
+    # Stop a level once two windows in a row have a p95 over this many ms (tune: the p99 budget): more than
+    # 5 % of each window's requests took longer, so the level's p99 is over it whatever later windows say.
+    give_up_p95_ms: float | None = None
+    # Keep warming up, at most this many seconds more, while throughput still rises (tune, after a config
+    # swap: a fresh model instance runs slow for its first second or so while TorchScript specialises).
+    settle_s: float = 0.0
 
 
 @dataclass
@@ -126,6 +132,7 @@ class LevelResult:
     errors: dict = field(default_factory=dict)
     server: dict = field(default_factory=dict)
     aborted: str | None = None
+    gave_up: bool = False  # stopped early: two windows over Settings.give_up_p95_ms (never stable)
     client_cpu: float = 0.0  # percent of one core: the busiest load process, mean over the used windows
     client_busy: float = 0.0  # percent of one core that process's threads were on a CPU or waiting for one
     metrics: dict = field(default_factory=dict)
@@ -150,6 +157,7 @@ class LevelResult:
             "windows_used": self.used_windows,
             "server": self.server,
             "aborted": self.aborted,
+            "gave_up": self.gave_up,
             "client": {
                 "workers": self.workers,
                 "cpu_percent": self.client_cpu,
@@ -284,6 +292,14 @@ def _window(records: loadgen.RecordSet, start: float, end: float, batch: int, se
     return Window(start, end, count, successes, successes * batch / span, p95, errors, server)
 
 
+def over_limit(windows: list[Window], p95_ms: float | None) -> bool:
+    """The last two windows both had a p95 over `p95_ms`: over 5 % of the requests of each took longer, so
+    over 5 % of the two together did, and their p99 (the level's, when it stops there) is over it too."""
+    if p95_ms is None or len(windows) < 2:
+        return False
+    return all(w.p95_ms > p95_ms for w in windows[-2:])
+
+
 def is_stable(windows: list[Window], tolerance: float) -> bool:
     if len(windows) < 3:
         return False
@@ -313,6 +329,34 @@ class _Probes:
             return {}  # best-effort per window, as the statistics are
 
 
+SETTLE_RISE = 0.05  # a warm-up step whose throughput is this much above the step before is still rising
+
+
+async def _warm_up(s: Settings, load, begin: float, sleep_watching) -> str | None:
+    """The warm-up before the first window: `s.warmup` seconds; with `s.settle_s`, in steps of half the
+    warm-up, and then more steps (up to `s.settle_s` seconds more) while each step completes over 5 % more
+    requests than the one before. A steady level costs no more than the plain warm-up."""
+    if not s.settle_s or s.warmup <= 0:
+        return await sleep_watching(begin + s.warmup)
+    step = s.warmup / 2
+    limit = begin + s.warmup + s.settle_s
+    count = load.records.successes
+    until, previous = begin, None
+    while True:
+        until += step
+        aborted = await sleep_watching(until)
+        if aborted or load.done():
+            return aborted
+        now_count = load.records.successes
+        done = now_count - count
+        count = now_count
+        if until >= begin + s.warmup - 1e-9 and previous is not None and done <= previous * (1 + SETTLE_RISE):
+            return None
+        if until + step > limit:
+            return None
+        previous = done
+
+
 async def _measure(s: Settings, load, probes: _Probes, mode: Mode, level: float, progress) -> LevelResult:
     if s.duration and s.duration < 3 * s.window:
         # Three windows at least, or stability cannot be judged.
@@ -323,7 +367,7 @@ async def _measure(s: Settings, load, probes: _Probes, mode: Mode, level: float,
         budget = max(60.0, s.requests / max(level, 1) * 10 if mode is Mode.REQUEST_RATE else 600.0)
     else:
         n = math.ceil(s.duration / s.window) if s.duration else s.max_windows
-        budget = s.warmup + n * s.window + 2 * s.window
+        budget = s.warmup + s.settle_s + n * s.window + 2 * s.window
     begin = perf()
     deadline = begin + budget  # every request loop is bounded in time
     await load.start(str(mode), level, deadline)
@@ -341,7 +385,7 @@ async def _measure(s: Settings, load, probes: _Probes, mode: Mode, level: float,
         return None
 
     try:
-        aborted = await sleep_watching(begin + s.warmup)
+        aborted = await _warm_up(s, load, begin, sleep_watching)
         used: list[Window] = []
         if not aborted and s.requests:
             start, cpu0 = perf(), load.cpu()
@@ -384,8 +428,13 @@ async def _measure(s: Settings, load, probes: _Probes, mode: Mode, level: float,
                 start, before, cpu0 = end, after, cpu1
                 if not s.duration and is_stable(result.windows, s.stability):
                     break
+                if not s.duration and over_limit(result.windows, s.give_up_p95_ms):
+                    result.gave_up = True
+                    break
             result.stable = is_stable(result.windows, s.stability)
             used = result.windows[-3:] if result.stable else result.windows
+            if result.gave_up:
+                used = result.windows[-2:]  # the two over the limit: their p99 is over it (see over_limit)
         result.aborted = aborted
     finally:
         await load.stop()
