@@ -47,7 +47,7 @@ def main() -> None:
     from tsrepo.serve import local, shadow
     from tsrepo.serve.ports import free_ports
     from tsrepo.spec import load_spec
-    from tsrepo.tune import Options, _space
+    from tsrepo.tune import SETTLE_S, Options, _space
     from tsrepo.tune.engine import Engine
     from tsrepo.tune.search import INTERRUPTED, Goal, Objective, brute, quick
     from tsrepo.tune.space import current_candidate
@@ -77,7 +77,14 @@ def main() -> None:
         server = local.start(repo, free_ports(), model_control="explicit", load_models=[model], timeout=240)
         try:
             settings = bench.Settings(
-                url=server.http_url, model=model, window=args.window, warmup=0.3, max_windows=6, stability=0.10
+                url=server.http_url,
+                model=model,
+                window=args.window,
+                warmup=0.3,
+                max_windows=6,
+                stability=0.10,
+                give_up_p95_ms=goal.budget,  # as `tsrepo tune` does
+                settle_s=SETTLE_S,
             )
             engine = Engine(
                 server.http_url,

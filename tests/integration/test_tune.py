@@ -109,10 +109,14 @@ def test_the_winner_respects_the_budget_and_resume_measures_nothing_twice(tiny, 
 def test_an_impossible_budget_ends_with_exit_1_and_the_closest_configs(tiny, tmp_path):
     _, repo = tiny
     args = ["--p99-budget", "1e-6", "--max-instances", "1", "--delays", "0", "--concurrency", "1", "--window", "0.2", "--threads", "1"]
-    result = CliRunner().invoke(main, ["tune", "lin", "--repo", str(repo), *args])
+    report = tmp_path / "run.json"
+    result = CliRunner().invoke(main, ["tune", "lin", "--repo", str(repo), *args, "--json", str(report)])
     assert result.exit_code == 1, result.output
     assert "no config meets p99 <= 1e-06 ms" in result.output and "closest" in result.output
     assert "Traceback" not in result.output
+    # Every level was over the budget from its first windows: each was given up after two, not measured on.
+    trials = json.loads(report.read_text())["trials"]
+    assert trials and all("given up at concurrency 1" in t["note"] for t in trials), [t["note"] for t in trials]
 
 
 def test_write_changes_exactly_the_tuned_keys_and_keeps_comments(tiny, tmp_path):

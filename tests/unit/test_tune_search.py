@@ -263,7 +263,9 @@ def test_a_sweep_stops_at_the_only_stable_level_when_an_unstable_one_above_gave_
 
     trial = sweep_down(Goal(Objective.THROUGHPUT), counting, Candidate(1, 8, True, 0), LEVELS)
     assert Goal(Objective.THROUGHPUT).best_level(trial.levels).concurrency == 4
-    assert seen == [64, 16, 4]  # 1 would give less than 4: 16 gave more, unstable or not
+    # 1 would give less than 4: 16 gave more, unstable or not. 16 (as much as 64, at less concurrency) is
+    # measured once more, since a stable 16 would have won; it stays unstable, so 4 is the result.
+    assert seen == [64, 16, 4, 16]
 
     def falling(c: Candidate, levels: list[int], kind: str) -> Trial:
         # past the peak: more concurrency gives less, so 4 is checked against the level below it
@@ -272,7 +274,54 @@ def test_a_sweep_stops_at_the_only_stable_level_when_an_unstable_one_above_gave_
 
     seen.clear()
     sweep_down(Goal(Objective.THROUGHPUT), falling, Candidate(1, 8, True, 0), LEVELS)
-    assert seen == [64, 16, 4, 1]
+    assert seen == [64, 16, 4, 1]  # 16 and 64 gave less than 1 and 4: nothing to measure again
+
+
+def test_an_unstable_level_that_would_have_won_is_measured_once_more():
+    from tsrepo.tune.search import sweep_down
+
+    goal = Goal(Objective.THROUGHPUT, 50.0)
+    tries: dict[int, int] = {}
+
+    def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
+        out = []
+        for n in levels:
+            tries[n] = tries.get(n, 0) + 1
+            # 32 is over the budget; 16 gives the most but settles only on its second measurement
+            p99 = {32: 80.0, 16: 30.0, 4: 10.0, 1: 3.0}[n]
+            out.append(Level(n, {32: 900.0, 16: 1000.0, 4: 500.0, 1: 150.0}[n], 1.0, p99, n != 16 or tries[n] > 1))
+        return Trial(c, out, kind)
+
+    trial = sweep_down(goal, measure, Candidate(2, 8, True, 0), [1, 4, 16, 32])
+    assert goal.best_level(trial.levels).concurrency == 16 and goal.value(trial.levels) == 1000.0
+    assert tries == {32: 1, 16: 2, 4: 1}  # one more measurement of 16, none of 32 (over the budget) or 1
+
+    # Neither a level over the budget, nor one with errors, nor one within 5 % of the best stable level is
+    # measured again; and a second chance is given once per sweep.
+    for lost in (
+        Level(16, 1000.0, 1.0, 60.0, False),
+        Level(16, 1000.0, 1.0, 30.0, False, errors=3),
+        Level(16, 520.0, 1.0, 30.0, False),
+    ):
+        tries.clear()
+
+        def fixed(c: Candidate, levels: list[int], kind: str, lost=lost) -> Trial:
+            for n in levels:
+                tries[n] = tries.get(n, 0) + 1
+            by = {32: Level(32, 900.0, 1.0, 80.0, True), 16: lost, 4: Level(4, 500.0, 1.0, 10.0, True)}
+            return Trial(c, [by.get(n, Level(n, 150.0, 1.0, 3.0, True)) for n in levels], kind)
+
+        sweep_down(goal, fixed, Candidate(2, 8, True, 0), [1, 4, 16, 32])
+        assert tries.get(16) == 1, (lost, tries)
+    tries.clear()
+
+    def never(c: Candidate, levels: list[int], kind: str) -> Trial:
+        for n in levels:
+            tries[n] = tries.get(n, 0) + 1
+        return Trial(c, [Level(n, 100.0 * n, 1.0, 1.0, n < 16) for n in levels], kind)
+
+    sweep_down(goal, never, Candidate(2, 8, True, 0), [1, 4, 16, 32])
+    assert sum(tries.values()) == 4 and max(tries.values()) == 2  # 32, 16, 4, then 32 once more, no more
 
 
 def test_a_finalists_sweep_leaves_out_the_levels_at_and_above_where_its_probe_missed_the_budget():

@@ -164,6 +164,7 @@ def sweep_down(
     below the best one measured gives less (two levels when the highest wins). `missed_at` is the lowest
     concurrency at which the config's probe missed the p99 budget by a third or more: levels from there
     up are left out (the lowest level never is). `have` is what an interrupted run measured already.
+    Once settled, one unstable level that would have won is measured once more (see _second_chance).
     The latency objective measures every level."""
     if goal.objective is not Objective.THROUGHPUT:
         measured = {lv.concurrency for lv in have.levels} if have else set()
@@ -175,12 +176,37 @@ def sweep_down(
         order = [lv for lv in order if lv < missed_at] or [min(levels)]
     while True:
         measured = {lv.concurrency for lv in trial.levels} if trial else set()
-        if trial is not None and _settled(goal, trial.levels):
-            return trial
         missing = [lv for lv in order if lv not in measured]
-        if not missing:
-            return trial
+        if trial is not None and (not missing or _settled(goal, trial.levels)):
+            again = _second_chance(goal, trial.levels)
+            if again is None:
+                return trial
+            trial = merge(trial, measure(c, [again], "sweep"))
+            continue
         trial = merge(trial, measure(c, missing[: 1 if measured else 2], "sweep"))
+
+
+def _second_chance(goal: Goal, levels: list[Level]) -> int | None:
+    """The concurrency of an unstable level to measure once more, or None. A level that gave over 5 % more
+    than the best stable one, within the budget and without errors, lost only by not settling in its
+    windows (on a shared machine the highest levels settle least), which a second measurement often
+    does: brute force gives its best configs the same second chance when it re-measures them around
+    their best level. Once per sweep (a concurrency measured twice means it was given)."""
+    seen = [lv.concurrency for lv in levels]
+    if len(seen) != len(set(seen)):
+        return None
+    best = goal.best_level(levels)
+    floor = best.throughput * 1.05 if best is not None else 0.0
+    budget = goal.budget
+    lost = [
+        lv
+        for lv in levels
+        if not lv.stable
+        and lv.counts(steering=True)
+        and (budget is None or lv.p99_ms <= budget)
+        and lv.throughput > floor
+    ]
+    return max(lost, key=lambda lv: (lv.throughput, -lv.concurrency)).concurrency if lost else None
 
 
 def _settled(goal: Goal, levels: list[Level]) -> bool:
