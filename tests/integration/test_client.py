@@ -134,13 +134,15 @@ def test_request_rate_above_capacity_shows_latency_growing(example_server, examp
 
 def test_a_level_over_the_give_up_limit_in_two_windows_stops_there(example_server, example_repo):
     # tune's give-up rule: two windows whose p95 is over the limit end the level (the p99 over those two is
-    # over it too); without the limit the same level runs to stability or max_windows.
+    # over it too) unless it is recovering; without the limit the same level runs to max_windows.
     base = dict(url=example_server.http_url, model="resnet_small", window=0.2, warmup=0.1, max_windows=6)
     unloaded = bench.run(bench.Settings(**base, stability=0.0), "concurrency", [2], example_repo)[0]
     assert not unloaded.gave_up and len(unloaded.windows) == 6  # tolerance 0: never stable, every window
     limit = min(w.p95_ms for w in unloaded.windows) / 4  # every window is over it
     (level,) = bench.run(bench.Settings(**base, stability=0.0, give_up_p95_ms=limit), "concurrency", [2], example_repo)
-    assert level.gave_up and not level.stable and len(level.windows) == 2 and level.used_windows == 2
+    # two windows over it, then at the latest when too few windows are left to settle without them (a
+    # falling p95 with room to recover is measured on): between 2 and 4 of the 6 windows
+    assert level.gave_up and not level.stable and 2 <= len(level.windows) <= 4 and level.used_windows == 2
     assert level.latency_ms["p99"] > limit and level.throughput > 0
     assert all(w.p95_ms > limit for w in level.windows)
     # A limit no window reaches changes nothing.

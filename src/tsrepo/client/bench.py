@@ -94,11 +94,11 @@ class Settings:
     shapes: dict = field(default_factory=dict)  # --shape NAME -> dims (without batch)
     ranges: dict = field(default_factory=dict)  # --range NAME -> (low, high)
     metrics_url: str | None = None  # --collect-metrics: HOST:PORT of Triton's metrics endpoint
-    # Stop a level once two windows in a row have a p95 over this many ms (tune: the p99 budget): more than
-    # 5 % of each window's requests took longer, so the level's p99 is over it whatever later windows say.
+    # Stop a level once two windows in a row have a p95 over this many ms (tune: the p99 budget) and it is
+    # not recovering (see over_limit). Windows until stable only (not with `duration` or `requests`).
     give_up_p95_ms: float | None = None
-    # Keep warming up, at most this many seconds more, while throughput still rises (tune, after a config
-    # swap: a fresh model instance runs slow for its first second or so while TorchScript specialises).
+    # The first level of a run keeps warming up, at most this many seconds more, while throughput still
+    # rises (tune, right after a config swap: fresh model instances serve slower for a second or so).
     settle_s: float = 0.0
 
 
@@ -292,12 +292,17 @@ def _window(records: loadgen.RecordSet, start: float, end: float, batch: int, se
     return Window(start, end, count, successes, successes * batch / span, p95, errors, server)
 
 
-def over_limit(windows: list[Window], p95_ms: float | None) -> bool:
-    """The last two windows both had a p95 over `p95_ms`: over 5 % of the requests of each took longer, so
-    over 5 % of the two together did, and their p99 (the level's, when it stops there) is over it too."""
+def over_limit(windows: list[Window], p95_ms: float | None, remaining: int) -> bool:
+    """Whether to give a level up: its last two windows both had a p95 over `p95_ms` (over 5 % of the
+    requests of each took longer, so the p99 of the two together is over it too; they become the level's
+    result), and it is not recovering: the second p95 is not below the first, or fewer than three windows
+    remain (too few to settle without these two, so the level's p99 would include them anyway)."""
     if p95_ms is None or len(windows) < 2:
         return False
-    return all(w.p95_ms > p95_ms for w in windows[-2:])
+    first, second = windows[-2].p95_ms, windows[-1].p95_ms
+    if not (first > p95_ms and second > p95_ms):
+        return False
+    return second >= first or remaining < 3
 
 
 def is_stable(windows: list[Window], tolerance: float) -> bool:
@@ -332,10 +337,17 @@ class _Probes:
 SETTLE_RISE = 0.05  # a warm-up step whose throughput is this much above the step before is still rising
 
 
+def _rising(done: float, previous: float) -> bool:
+    """A step completed more requests than the one before by more than 5 % and more than a count's own
+    noise (sqrt(n)), so a step of a few completions does not look like a rise."""
+    return done - previous > max(SETTLE_RISE * previous, math.sqrt(max(previous, 1.0)))
+
+
 async def _warm_up(s: Settings, load, begin: float, sleep_watching) -> str | None:
     """The warm-up before the first window: `s.warmup` seconds; with `s.settle_s`, in steps of half the
-    warm-up, and then more steps (up to `s.settle_s` seconds more) while each step completes over 5 % more
-    requests than the one before. A steady level costs no more than the plain warm-up."""
+    warm-up, and then more steps (up to `s.settle_s` seconds more) while each step completes clearly more
+    requests than the one before (_rising). The first step also holds the load's start (nothing completes
+    before the first latency), so a level with a long latency may take a step or two more."""
     if not s.settle_s or s.warmup <= 0:
         return await sleep_watching(begin + s.warmup)
     step = s.warmup / 2
@@ -350,7 +362,7 @@ async def _warm_up(s: Settings, load, begin: float, sleep_watching) -> str | Non
         now_count = load.records.successes
         done = now_count - count
         count = now_count
-        if until >= begin + s.warmup - 1e-9 and previous is not None and done <= previous * (1 + SETTLE_RISE):
+        if until >= begin + s.warmup - 1e-9 and previous is not None and not _rising(done, previous):
             return None
         if until + step > limit:
             return None
@@ -428,7 +440,8 @@ async def _measure(s: Settings, load, probes: _Probes, mode: Mode, level: float,
                 start, before, cpu0 = end, after, cpu1
                 if not s.duration and is_stable(result.windows, s.stability):
                     break
-                if not s.duration and over_limit(result.windows, s.give_up_p95_ms):
+                remaining = target_windows - (k + 1)
+                if not s.duration and remaining and over_limit(result.windows, s.give_up_p95_ms, remaining):
                     result.gave_up = True
                     break
             result.stable = is_stable(result.windows, s.stability)
@@ -504,8 +517,10 @@ def run(
             load = workers.InProcessLoad(make_target(s, sets), s)
         probes = _Probes(s, stats, scraper)
         try:
-            for level in levels:
-                r = await _measure(s, load, probes, mode, level, progress)
+            for i, level in enumerate(levels):
+                # settle_s is for the first level (a config just loaded); later levels warm up as usual
+                each = s if i == 0 or not s.settle_s else dataclasses.replace(s, settle_s=0.0)
+                r = await _measure(each, load, probes, mode, level, progress)
                 results.append(r)
                 if r.aborted:
                     break

@@ -31,8 +31,8 @@ DEFAULT_DELAYS_US = (0, 100, 500, 2000)
 DEFAULT_LEVELS = (1, 4, 16, 32)
 MAX_INSTANCES = 16
 MAX_LEVELS = 16
-# Warm-up goes on (up to this many seconds more) while throughput still rises: right after a swap the new
-# instances serve slower for a second or so (their first calls), and a probe measured then ranked din's
+# After a swap, the first level's warm-up goes on (up to this many seconds more) while throughput still
+# rises: the new instances serve slower for a second or so, and a probe measured then ranked din's
 # 2-instance config below its 1-instance one (4,369 -> 4,562 -> 5,393 infer/s over three windows; 7,000+
 # in other runs).
 SETTLE_S = 2.0

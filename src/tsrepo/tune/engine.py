@@ -112,6 +112,8 @@ class Engine:
                 self.progress(f"loading {c.key()}")
                 swap_s = self.swap(c)
             settings = self.settings
+            if not swap_s:
+                settings = replace(settings, settle_s=0.0)  # the settle is for a config just swapped in
             if kind == "probe":
                 # A probe steers the climb (an unstable one still does): fewer, shorter windows before giving
                 # up on stability. Sweeps, which pick the winner, keep the window and every window allowed.

@@ -115,10 +115,17 @@ def check_writable(path: Path | None, option: str) -> None:
 
 
 def ranked(goal: Goal, trials: list[Trial]) -> list[Trial]:
-    """One row per candidate (its most complete, then latest, measurement), best first."""
+    """One row per candidate (its most complete, then latest, measurement), best first. A probe or sweep
+    recorded in parts (a probe that lowered its concurrency, a sweep taken level by level) is one row."""
+    from tsrepo.tune.search import merge
+
+    parts: dict[tuple[Candidate, str], Trial] = {}
+    for t in trials:
+        key = (t.candidate, t.kind)
+        parts[key] = merge(parts.get(key), t) if t.kind in ("probe", "sweep") and key in parts else t
     best: dict[Candidate, Trial] = {}
     order = {"probe": 0, "sweep": 1, "final": 2}
-    for t in trials:
+    for t in parts.values():
         kept = best.get(t.candidate)
         if kept is None or order[t.kind] >= order[kept.kind]:
             best[t.candidate] = t

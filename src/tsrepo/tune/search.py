@@ -164,7 +164,8 @@ def sweep_down(
     below the best one measured gives less (two levels when the highest wins). `missed_at` is the lowest
     concurrency at which the config's probe missed the p99 budget by a third or more: levels from there
     up are left out (the lowest level never is). `have` is what an interrupted run measured already.
-    Once settled, one unstable level that would have won is measured once more (see _second_chance).
+    Once settled, one unstable level that would have won is measured once more (see _second_chance), and
+    the sweep goes on from there if it then counts.
     The latency objective measures every level."""
     if goal.objective is not Objective.THROUGHPUT:
         measured = {lv.concurrency for lv in have.levels} if have else set()
@@ -174,27 +175,44 @@ def sweep_down(
     order = sorted(levels, reverse=True)
     if missed_at is not None:
         order = [lv for lv in order if lv < missed_at] or [min(levels)]
+    # A concurrency measured twice in what a resumed run recorded: its second chance was given already.
+    given = have is not None and len({lv.concurrency for lv in have.levels}) < len(have.levels)
+    tried: set[int] = set()  # asked for once: a level that came back empty (a failed swap) is not asked again
     while True:
         measured = {lv.concurrency for lv in trial.levels} if trial else set()
-        missing = [lv for lv in order if lv not in measured]
-        if trial is not None and (not missing or _settled(goal, trial.levels)):
-            again = _second_chance(goal, trial.levels)
+        missing = [lv for lv in order if lv not in measured and lv not in tried]
+        if trial is not None and (not missing or _settled(goal, _one_per_level(trial.levels))):
+            again = None if given else _second_chance(goal, trial.levels)
             if again is None:
                 return trial
+            given = True
             trial = merge(trial, measure(c, [again], "sweep"))
             continue
-        trial = merge(trial, measure(c, missing[: 1 if measured else 2], "sweep"))
+        if not missing:
+            return trial
+        batch = missing[: 1 if measured else 2]
+        tried.update(batch)
+        trial = merge(trial, measure(c, batch, "sweep"))
+
+
+def _one_per_level(levels: list[Level]) -> list[Level]:
+    """One measurement per concurrency, for judging where a sweep stands: the later one that counts, else
+    the later one (a merged trial keeps two measurements of one concurrency in the order they were taken)."""
+    out: dict[int, Level] = {}
+    for lv in levels:
+        kept = out.get(lv.concurrency)
+        if kept is None or lv.counts() or not kept.counts():
+            out[lv.concurrency] = lv
+    return sorted(out.values(), key=lambda lv: lv.concurrency)
 
 
 def _second_chance(goal: Goal, levels: list[Level]) -> int | None:
     """The concurrency of an unstable level to measure once more, or None. A level that gave over 5 % more
-    than the best stable one, within the budget and without errors, lost only by not settling in its
-    windows (on a shared machine the highest levels settle least), which a second measurement often
-    does: brute force gives its best configs the same second chance when it re-measures them around
-    their best level. Once per sweep (a concurrency measured twice means it was given)."""
-    seen = [lv.concurrency for lv in levels]
-    if len(seen) != len(set(seen)):
-        return None
+    than the best stable one, within the budget and without errors, has no result only because its windows
+    did not settle (on a shared machine the highest levels settle least); a second measurement often does,
+    and counts only if it settles. Brute force has no such step, but its re-measure of its best configs
+    measures their best level and the one above again. sweep_down gives it once per sweep."""
+    counted = {lv.concurrency for lv in levels if lv.counts()}
     best = goal.best_level(levels)
     floor = best.throughput * 1.05 if best is not None else 0.0
     budget = goal.budget
@@ -202,6 +220,7 @@ def _second_chance(goal: Goal, levels: list[Level]) -> int | None:
         lv
         for lv in levels
         if not lv.stable
+        and lv.concurrency not in counted
         and lv.counts(steering=True)
         and (budget is None or lv.p99_ms <= budget)
         and lv.throughput > floor
