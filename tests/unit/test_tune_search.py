@@ -277,20 +277,27 @@ def test_a_sweep_stops_at_the_only_stable_level_when_an_unstable_one_above_gave_
     assert seen == [64, 16, 4, 1]  # 16 and 64 gave less than 1 and 4: nothing to measure again
 
 
-def test_an_unstable_level_that_would_have_won_is_measured_once_more():
-    from tsrepo.tune.search import sweep_down
-
-    goal = Goal(Objective.THROUGHPUT, 50.0)
-    tries: dict[int, int] = {}
+def _sixteen_settles_second(tries: dict[int, int], throughput: dict[int, float], p99: dict[int, float]):
+    """A measure function whose level 16 settles only on its second measurement; `tries` counts them."""
 
     def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
         out = []
         for n in levels:
             tries[n] = tries.get(n, 0) + 1
-            # 32 is over the budget; 16 gives the most but settles only on its second measurement
-            p99 = {32: 80.0, 16: 30.0, 4: 10.0, 1: 3.0}[n]
-            out.append(Level(n, {32: 900.0, 16: 1000.0, 4: 500.0, 1: 150.0}[n], 1.0, p99, n != 16 or tries[n] > 1))
+            out.append(Level(n, throughput[n], 1.0, p99[n], n != 16 or tries[n] > 1))
         return Trial(c, out, kind)
+
+    return measure
+
+
+def test_an_unstable_level_that_would_have_won_is_measured_once_more():
+    from tsrepo.tune.search import sweep_down
+
+    goal = Goal(Objective.THROUGHPUT, 50.0)
+    tries: dict[int, int] = {}
+    # 32 is over the budget; 16 gives the most but settles only on its second measurement
+    throughput = {32: 900.0, 16: 1000.0, 4: 500.0, 1: 150.0}
+    measure = _sixteen_settles_second(tries, throughput, {32: 80.0, 16: 30.0, 4: 10.0, 1: 3.0})
 
     trial = sweep_down(goal, measure, Candidate(2, 8, True, 0), [1, 4, 16, 32])
     assert goal.best_level(trial.levels).concurrency == 16 and goal.value(trial.levels) == 1000.0
@@ -559,15 +566,9 @@ def test_after_a_second_chance_the_sweep_goes_on_as_if_the_level_had_settled_the
 
     goal = Goal(Objective.THROUGHPUT, 50.0)
     tries: dict[int, int] = {}
-
-    def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
-        out = []
-        for n in levels:
-            tries[n] = tries.get(n, 0) + 1
-            # 32 counts at 900; 16 gives 1000 but settles only the second time; 4 and 1 give less
-            thr = {32: 900.0, 16: 1000.0, 4: 600.0, 1: 200.0}[n]
-            out.append(Level(n, thr, 1.0, 20.0, n != 16 or tries[n] > 1))
-        return Trial(c, out, kind)
+    # 32 counts at 900; 16 gives 1000 but settles only the second time; 4 and 1 give less
+    throughput = {32: 900.0, 16: 1000.0, 4: 600.0, 1: 200.0}
+    measure = _sixteen_settles_second(tries, throughput, dict.fromkeys(throughput, 20.0))
 
     trial = sweep_down(goal, measure, Candidate(2, 8, True, 0), [1, 4, 16, 32])
     assert goal.value(trial.levels) == 1000.0
