@@ -43,11 +43,11 @@ def main() -> None:
     sigterm_as_interrupt()  # a SIGTERM (a timeout, a kill) stops the servers it started, as Ctrl-C does
 
     from tsrepo import build
-    from tsrepo.client import bench, modelinfo
+    from tsrepo.client import modelinfo
     from tsrepo.serve import local, shadow
     from tsrepo.serve.ports import free_ports
     from tsrepo.spec import load_spec
-    from tsrepo.tune import SETTLE_S, Options, _space
+    from tsrepo.tune import Options, _space, measuring
     from tsrepo.tune.engine import Engine
     from tsrepo.tune.search import INTERRUPTED, Goal, Objective, brute, quick
     from tsrepo.tune.space import current_candidate
@@ -76,15 +76,8 @@ def main() -> None:
             print(f"note: {n}", file=sys.stderr)
         server = local.start(repo, free_ports(), model_control="explicit", load_models=[model], timeout=240)
         try:
-            settings = bench.Settings(
-                url=server.http_url,
-                model=model,
-                window=args.window,
-                warmup=0.3,
-                max_windows=6,
-                stability=0.10,
-                give_up_p95_ms=goal.budget,  # as `tsrepo tune` does
-                settle_s=SETTLE_S,
+            settings = measuring(  # as `tsrepo tune` measures
+                goal, url=server.http_url, model=model, window=args.window, warmup=0.3, max_windows=6, stability=0.10
             )
             engine = Engine(
                 server.http_url,

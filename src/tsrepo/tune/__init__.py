@@ -38,6 +38,12 @@ MAX_LEVELS = 16
 SETTLE_S = 2.0
 
 
+def measuring(goal: Goal, **settings) -> bench.Settings:
+    """bench's settings as tune measures with them (the benchmark uses the same): a level over the p99
+    budget in two windows cannot meet it, so it is given up there; a config just swapped in settles."""
+    return bench.Settings(**settings, give_up_p95_ms=goal.budget, settle_s=SETTLE_S)
+
+
 class Search(str, Enum):
     QUICK = "quick"
     BRUTE = "brute"
@@ -268,7 +274,8 @@ def tune(
     done = run.done()
     current = current_candidate(info.config)
     with _server(o, info, progress) as (url, served):
-        bench_settings = bench.Settings(
+        bench_settings = measuring(
+            goal,
             url=url,
             model=o.model,
             protocol=transport.parse_protocol(o.protocol),
@@ -277,8 +284,6 @@ def tune(
             warmup=o.warmup_s,
             max_windows=o.max_windows,
             stability=o.stability,
-            give_up_p95_ms=goal.budget,  # a level over the budget in two windows cannot meet it: on to the next
-            settle_s=SETTLE_S,
         )
         base = info.config
         if o.url is not None:

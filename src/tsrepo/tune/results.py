@@ -41,14 +41,7 @@ class Run:
         """What a resumed run need not measure again: per candidate, its probe and its sweep, each the
         union of the measurements recorded under that kind (a probe that halved, a sweep taken level by
         level)."""
-        from tsrepo.tune.search import merge
-
-        out: dict[tuple[Candidate, str], Trial] = {}
-        for t in self.trials:
-            if t.levels and t.kind in ("probe", "sweep"):
-                key = (t.candidate, t.kind)
-                out[key] = merge(out.get(key), t)
-        return out
+        return {key: t for key, t in whole([t for t in self.trials if t.levels]).items() if t.kind in PARTED}
 
     def to_json(self) -> dict:
         return {
@@ -114,18 +107,27 @@ def check_writable(path: Path | None, option: str) -> None:
 # ---- reports --------------------------------------------------------------------------------------
 
 
+PARTED = ("probe", "sweep")  # kinds recorded in parts: a probe that lowered its concurrency, a sweep level by level
+
+
+def whole(trials: list[Trial]) -> dict[tuple[Candidate, str], Trial]:
+    """Per (candidate, kind), in the order first seen: a probe's or a sweep's parts merged into one trial;
+    any other kind, its latest trial."""
+    from tsrepo.tune.search import merge
+
+    out: dict[tuple[Candidate, str], Trial] = {}
+    for t in trials:
+        key = (t.candidate, t.kind)
+        out[key] = merge(out.get(key), t) if t.kind in PARTED else t
+    return out
+
+
 def ranked(goal: Goal, trials: list[Trial]) -> list[Trial]:
     """One row per candidate (its most complete, then latest, measurement), best first. A probe or sweep
     recorded in parts (a probe that lowered its concurrency, a sweep taken level by level) is one row."""
-    from tsrepo.tune.search import merge
-
-    parts: dict[tuple[Candidate, str], Trial] = {}
-    for t in trials:
-        key = (t.candidate, t.kind)
-        parts[key] = merge(parts.get(key), t) if t.kind in ("probe", "sweep") and key in parts else t
     best: dict[Candidate, Trial] = {}
     order = {"probe": 0, "sweep": 1, "final": 2}
-    for t in parts.values():
+    for t in whole(trials).values():
         kept = best.get(t.candidate)
         if kept is None or order[t.kind] >= order[kept.kind]:
             best[t.candidate] = t

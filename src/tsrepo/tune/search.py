@@ -238,7 +238,7 @@ def _settled(goal: Goal, levels: list[Level]) -> bool:
     best_above = goal.best_level(above)
     if best_above is None:
         return goal.best_level([lowest]) is not None and any(
-            lv.errors == 0 and math.isfinite(lv.p99_ms) and lv.throughput > lowest.throughput for lv in above
+            lv.counts(steering=True) and lv.throughput > lowest.throughput for lv in above
         )
     return goal.best_level([lowest]) is None or lowest.throughput <= best_above.throughput
 
