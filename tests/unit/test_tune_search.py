@@ -598,6 +598,11 @@ def test_a_sweep_whose_measurements_come_back_empty_ends():
         [1, 4, 16, 32],
     )
     assert calls == [[32, 16], [32]]
+    # nothing ever comes back (every swap refused): each level is asked for once, then the sweep ends with
+    # what it has, instead of failing on an empty list of levels
+    calls.clear()
+    trial = sweep_down(Goal(Objective.THROUGHPUT), failing([]), Candidate(1, 8, True, 0), [1, 4, 16, 32])
+    assert calls == [[32, 16], [4, 1]] and trial.levels == []
 
 
 def test_the_ranked_table_shows_a_sweep_taken_level_by_level_as_one_row():

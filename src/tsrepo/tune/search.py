@@ -232,7 +232,9 @@ def _settled(goal: Goal, levels: list[Level]) -> bool:
     """A level above the lowest one measured meets the goal, and the lowest gives no more than it; or
     the lowest is the one level that meets the goal and a level above it gave more all the same
     (unstable, or over the budget): the lowest is then on the rising side of throughput against
-    concurrency, and every level below it gives less."""
+    concurrency, and every level below it gives less. Nothing measured (a refused swap) is not settled."""
+    if not levels:
+        return False
     lowest = min(levels, key=lambda lv: lv.concurrency)
     above = [lv for lv in levels if lv.concurrency > lowest.concurrency]
     best_above = goal.best_level(above)
