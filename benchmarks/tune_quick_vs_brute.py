@@ -47,7 +47,7 @@ def main() -> None:
     from tsrepo.serve import local, shadow
     from tsrepo.serve.ports import free_ports
     from tsrepo.spec import load_spec
-    from tsrepo.tune import Options, _space, measuring
+    from tsrepo.tune import Options, _space, crowding, measuring
     from tsrepo.tune.engine import Engine
     from tsrepo.tune.search import INTERRUPTED, Goal, Objective, brute, quick
     from tsrepo.tune.space import current_candidate
@@ -98,7 +98,7 @@ def main() -> None:
             swaps_brute = list(engine.swaps)
             engine.restore()
             t0 = time.perf_counter()
-            q = quick(space, goal, engine.measure, levels, start)
+            q = quick(space, goal, engine.measure, levels, start, crowded=crowding(options))  # as tune does
             if q.stopped == INTERRUPTED:
                 raise KeyboardInterrupt
             quick_s = time.perf_counter() - t0

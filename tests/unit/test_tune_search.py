@@ -618,3 +618,100 @@ def test_the_ranked_table_shows_a_sweep_taken_level_by_level_as_one_row():
     rows = ranked(goal, trials)
     assert [r.candidate for r in rows] == [a, b]
     assert goal.value(rows[0].levels) == 1000.0 and len(rows[0].levels) == 3
+
+
+def _flat(gains: dict[int, float], delay_gain: float = 1.0):
+    """A saturated server: throughput by instance count (x delay_gain at delay 0), well inside any budget."""
+
+    def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
+        t = 1000.0 * gains[c.instances] * (delay_gain if c.batching and c.delay_us == 0 else 1.0)
+        return Trial(c, [Level(n, t, 1.0, 2.0, True) for n in levels], kind)
+
+    return measure
+
+
+def test_a_crowded_config_needs_twice_the_gain_to_move_the_climb():
+    # Three 1-thread instances on 2 cores are crowded. Where the climb stands shows in where it probes
+    # the next axis (delay 0): beside the config it moved to.
+    space = Space((1, 2, 3), (8,), (0, 100), batching_off=False)
+    start = Candidate(1, 8, True, 100)
+
+    def probes_of(gain: float, crowded) -> list[Candidate]:
+        probes: list[Candidate] = []
+        base = _flat({1: 1.0, 2: 1.5, 3: 1.5 * gain})
+
+        def measure(c, levels, kind):
+            if kind == "probe":
+                probes.append(c)
+            return base(c, levels, kind)
+
+        quick(space, Goal(Objective.THROUGHPUT), measure, [1, 4, 16], start, crowded=crowded)
+        return probes
+
+    def crowded(c: Candidate) -> bool:
+        return c.instances > 2
+
+    assert Candidate(3, 8, True, 0) in probes_of(1.07, None)  # 7 % over two instances: the climb moves
+    careful = probes_of(1.07, crowded)
+    assert Candidate(3, 8, True, 100) in careful  # still probed (and swept if it ranks), but the climb
+    assert Candidate(2, 8, True, 0) in careful and Candidate(3, 8, True, 0) not in careful  # stays at two
+    assert Candidate(3, 8, True, 0) in probes_of(1.12, crowded)  # over twice the margin it moves
+
+
+def test_the_climb_does_not_walk_back_along_an_axis_it_walked():
+    # instances pay (1 -> 2), then delay 0 pays over 100 (a later axis moves, so the climb passes again):
+    # the second pass tries three instances at the new delay, not one instance again
+    space = Space((1, 2, 3), (8,), (0, 100), batching_off=False)
+    probes: list[Candidate] = []
+    base = _flat({1: 1.0, 2: 1.5, 3: 1.45}, delay_gain=1.2)
+
+    def measure(c, levels, kind):
+        if kind == "probe":
+            probes.append(c)
+        return base(c, levels, kind)
+
+    result = quick(space, Goal(Objective.THROUGHPUT), measure, [1, 4, 16], Candidate(1, 8, True, 100))
+    assert result.winner.candidate == Candidate(2, 8, True, 0)
+    assert Candidate(3, 8, True, 0) in probes  # walking on along instances at the new delay
+    assert Candidate(1, 8, True, 0) not in probes  # the way back is not probed
+
+
+def test_on_the_local_cpu_engine_configs_with_more_busy_threads_than_cores_are_crowded(monkeypatch):
+    import tsrepo.tune as tune
+    from tsrepo.serve import local
+
+    monkeypatch.setattr(local, "gpu_visible", lambda: False)
+    monkeypatch.setattr(tune, "_cores", lambda: 2)
+    crowded = tune.crowding(tune.Options(model="m"))
+    # the runner's default is (cores - 1) / instances threads, at least 1: one per instance here
+    assert not crowded(Candidate(2, 8, True, 0)) and crowded(Candidate(3, 8, True, 0))
+    assert crowded(Candidate(2, 8, True, 0, threads=2)) and not crowded(Candidate(1, 8, True, 0, threads=2))
+    monkeypatch.setattr(tune, "_cores", lambda: 16)
+    assert not tune.crowding(tune.Options(model="m"))(Candidate(3, 8, True, 0))  # 3 x 5 threads on 16 cores
+    assert tune.crowding(tune.Options(model="m", url="localhost:8000")) is None  # a remote server's cores
+    monkeypatch.setattr(local, "gpu_visible", lambda: True)
+    assert tune.crowding(tune.Options(model="m")) is None  # GPU instances
+
+
+def test_the_csv_marks_a_level_measured_again():
+    import csv
+    import io
+
+    from tsrepo.tune.results import write_csv
+
+    c = Candidate(2, 8, True, 0)
+    trials = [
+        Trial(c, [Level(16, 900.0, 1.0, 30.0, True)], "probe"),
+        Trial(c, [Level(32, 1000.0, 1.0, 40.0, False), Level(16, 950.0, 1.0, 30.0, True)], "sweep"),
+        Trial(c, [Level(32, 990.0, 1.0, 41.0, True)], "sweep"),  # the second chance
+    ]
+    out = io.StringIO()
+    write_csv(trials, out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert [(r["kind"], r["concurrency"], r["measurement"]) for r in rows] == [
+        ("probe", "16", "1"),
+        ("sweep", "32", "1"),
+        ("sweep", "16", "1"),
+        ("sweep", "32", "2"),
+    ]
+    assert rows[-1]["stable"] == "yes" and rows[-1]["infer_per_s"] == "990.00"

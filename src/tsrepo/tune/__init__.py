@@ -22,7 +22,7 @@ from tsrepo.errors import ClientError, TsrepoError, UsageError
 from tsrepo.tune import results as results_mod
 from tsrepo.tune import safety
 from tsrepo.tune.engine import Engine, served_config
-from tsrepo.tune.search import INTERRUPTED, Goal, Objective, SearchResult, brute, quick
+from tsrepo.tune.search import CROWDED_GAIN, INTERRUPTED, QUICK_MIN_GAIN, Goal, Objective, SearchResult, brute, quick
 from tsrepo.tune.space import Candidate, Space, current_candidate
 
 __all__ = ["Options", "Outcome", "Search", "tune"]
@@ -200,6 +200,21 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
+def crowding(o: Options) -> Callable[[Candidate], bool] | None:
+    """On the local CPU engine, which configs ask for more busy threads than there are cores (instances
+    x intra-op threads, the runner's default where the config leaves them): the quick search steps into
+    those only on a clearly larger gain. None elsewhere: a remote server's cores are not known here, and
+    GPU instances do not share the CPU's."""
+    if o.url is not None:
+        return None
+    from tsrepo.serve.local import gpu_visible
+
+    if gpu_visible():
+        return None
+    cores = _cores()
+    return lambda c: c.instances * (c.threads or runner_default_threads(c.instances)) > cores
+
+
 def runner_default_threads(instances: int = 1) -> int:
     """The local engine runner's intra-op threads without INTRA_OP_THREAD_COUNT (templates/model.py.j2)."""
     return max(1, (_cores() - 1) // instances)
@@ -251,6 +266,12 @@ def tune(
     info = modelinfo.load(o.repo, o.model, option="MODEL")
     notes: list[str] = []
     space = _space(o, info, notes)
+    crowded = crowding(o) if Search(o.search) is Search.QUICK else None
+    if crowded is not None and any(crowded(c) for c in space.grid()):
+        notes.append(
+            f"{_cores()} cores: quick search moves to a config with more busy threads than cores (instances x"
+            f" intra-op threads) only on a {100 * CROWDED_GAIN * QUICK_MIN_GAIN:g} % gain"
+        )
     goal = Goal(o.objective, o.p99_budget_ms, o.min_throughput)
     levels = sorted(set(o.levels))
     settings = {
@@ -311,7 +332,7 @@ def tune(
             if Search(o.search) is Search.BRUTE:
                 result = brute(space, goal, measure, levels, done=done)
             else:
-                result = quick(space, goal, measure, levels, current, done=done)
+                result = quick(space, goal, measure, levels, current, done=done, crowded=crowded)
             current_trial = None
             if not result.stopped:
                 # The repository's own config, measured the same way, is the bar the winner must clear.

@@ -161,12 +161,17 @@ def table(goal: Goal, trials: list[Trial], winner: str | None, limit: int = 20):
 
 
 CSV_COLUMNS = ["config", "kind", "instances", "max_batch_size", "dynamic_batching", "delay_us", "threads",
-               "concurrency", "infer_per_s", "p50_ms", "p99_ms", "stable", "errors", "swap_s", "note"]  # fmt: skip
+               "concurrency", "measurement", "infer_per_s", "p50_ms", "p99_ms", "stable", "errors", "swap_s",
+               "note"]  # fmt: skip
 
 
 def write_csv(trials: list[Trial], out: TextIO) -> None:
+    """One row per level measured, in the order measured. `measurement` counts the measurements of one
+    config at one concurrency within a kind: 2 marks a level measured again (a sweep's second chance for
+    an unstable level)."""
     w = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     w.writeheader()
+    seen: dict[tuple[str, str, int], int] = {}
     for t in trials:
         c = t.candidate
         base = {
@@ -183,8 +188,10 @@ def write_csv(trials: list[Trial], out: TextIO) -> None:
         for lv in t.levels or [None]:
             row = dict(base)
             if lv is not None:
+                n = seen[(c.key(), t.kind, lv.concurrency)] = seen.get((c.key(), t.kind, lv.concurrency), 0) + 1
                 row.update(
                     concurrency=lv.concurrency,
+                    measurement=n,
                     infer_per_s=f"{lv.throughput:.2f}",
                     p50_ms=f"{lv.p50_ms:.3f}",
                     p99_ms=f"{lv.p99_ms:.3f}",

@@ -10,7 +10,8 @@ as long as each step pays instead of probing every neighbour at every step; each
 candidate at one concurrency (2 x max_batch_size x instances, Model Analyzer's rule, capped; under a
 p99 budget, where the config it stepped from met the budget, scaled by the rule and by Little's law to
 three quarters of the budget) instead of a sweep; and a point is measured once however often the climb
-comes back to it. The best few
+comes back to it. A later pass does not walk back along an axis the climb walked, and a step into a
+config with more busy threads than cores (CROWDED_GAIN) needs twice the gain. The best few
 probed points are then swept (their second measurement), from the highest level down until a level
 below the best gives less (closed-loop throughput rises with concurrency until the server saturates),
 and the winner is chosen from those sweeps alone, each level measured as brute force measures it.
@@ -143,6 +144,12 @@ class SearchResult:
     stopped: str = ""  # why the search ended early (time budget, interrupt), else empty
 
 
+# A step into a crowded config (more busy threads than cores) must gain twice the usual margin. On the
+# 2-core machine three 1-thread instances measured within noise of two (+4 % to +7 % in probes) and never
+# won brute force, but once the climb moved there every later probe swapped three stubs (2.2 s, not 1.1)
+# and missed the p99 budget more often on the heavier tail: quick took 48-52 s instead of 40.
+CROWDED_GAIN = 2.0
+QUICK_MIN_GAIN = 0.05  # the least gain that moves the climb (see quick's `better`)
 AIM = 0.75  # of the p99 budget: where a probe aims its concurrency (Little's law) when it can
 
 
@@ -360,10 +367,14 @@ def quick(
     start: Candidate,
     top: int = 2,
     max_steps: int = 20,
-    min_gain: float = 0.05,
+    min_gain: float = QUICK_MIN_GAIN,
     done=None,
+    crowded: Callable[[Candidate], bool] | None = None,
 ) -> SearchResult:
-    """Hill climbing on one-level probes from `start`, then sweeps and re-measures of the best few."""
+    """Hill climbing on one-level probes from `start`, then sweeps and re-measures of the best few.
+
+    `crowded` says which configs ask for more busy threads than the server has cores (tune knows it on
+    the local CPU engine): the climb steps into one only on a gain of CROWDED_GAIN x `min_gain`."""
     result = SearchResult()
     done = done or {}
     probes: dict[Candidate, Trial] = {}
@@ -430,34 +441,45 @@ def quick(
         current = space.nearest(start)
         current_score = score(current)
 
-        def better(s: float) -> bool:
+        def better(s: float, n: Candidate) -> bool:
             # Move only on a clear gain: a step inside the noise is not a better config. 5 % is the least
             # spread tune assumes between two measurements of one config (see tune._noise); a smaller
             # threshold let the climb follow noise, each false step costing a pass of new probes.
             if not math.isfinite(current_score):
                 return math.isfinite(s)
-            return s > current_score + min_gain * abs(current_score)
+            gain = min_gain
+            if crowded is not None and crowded(n) and not crowded(current):
+                gain *= CROWDED_GAIN
+            return s > current_score + gain * abs(current_score)
 
         # Walk one axis at a time as long as each step pays, then the next axis; repeat while any
         # axis moved. Cheaper than probing every neighbour at every step: an axis that does not pay
         # costs one or two probes, one that pays is followed to its end.
         steps = 0
         moved = True
+        walked_to: dict[str, int] = {}  # the direction the climb last walked each axis in
         while moved and steps < max_steps:
             moved = False
             for axis in space.AXES:
                 for direction in (1, -1):
+                    if walked_to.get(axis) == -direction:
+                        # Back along an axis the climb walked: that step paid by a clear margin, and a
+                        # later pass changed other axes only. Each way back is a new point (a swap, a
+                        # probe, often a second level): in the benchmark's resnet_small runs it cost 2.5-4 s
+                        # of quick's 40-47 and gave about half of where the climb stood; walking on stays.
+                        continue
                     walked = False
                     while steps < max_steps:
                         n = space.step(current, axis, direction)
                         if n is None:
                             break
                         s = score(n, current)
-                        if not better(s):
+                        if not better(s, n):
                             break
                         current, current_score, walked, moved = n, s, True, True
                         steps += 1
                     if walked:
+                        walked_to[axis] = direction
                         break  # the other direction was where this axis came from
         ranked = sorted(probes.values(), key=lambda t: score(t.candidate), reverse=True)
         sweeps = []
