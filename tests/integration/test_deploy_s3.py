@@ -354,3 +354,15 @@ def test_prune_at_a_prefix_holding_other_repositories_deletes_only_model_folders
     assert not [k for k in deleted if k.startswith("team-a/")], deleted
     push_mod.apply(plan, remote.client(root))
     assert _bucket_files(s3_endpoint, bucket, "team-a") == _local_files(old)
+
+
+def test_an_error_about_a_fetched_repository_names_the_s3_uri_not_the_cache(repos, s3_endpoint, bucket, tmp_path):
+    old, _ = repos
+    uri = f"s3://{s3_endpoint}/{bucket}/named"
+    assert CliRunner().invoke(main, ["push", str(old), uri]).exit_code == 0
+    cache = tmp_path / "cache"
+    result = CliRunner(env={"XDG_CACHE_HOME": str(cache)}).invoke(
+        main, ["validate", "--repo", uri, "--model", "nosuch", "--url", "127.0.0.1:1", "--timeout", "1"]
+    )
+    assert result.exit_code == 2 and "nosuch" in result.output, result.output
+    assert uri in result.output and str(cache) not in result.output, result.output

@@ -27,7 +27,7 @@ class _Group(click.Group):
         except TsrepoError as e:
             if os.environ.get("TSREPO_DEBUG"):
                 raise
-            click.secho(f"error: {e}", fg="red", err=True)
+            click.secho(f"error: {as_given(str(e))}", fg="red", err=True)
             ctx.exit(e.exit_code)
         except KeyboardInterrupt:
             if os.environ.get("TSREPO_DEBUG"):
@@ -75,6 +75,9 @@ def repo_option(help_text: str):
     return click.option("--repo", default="model_repository", show_default=True, type=RepoParam(), help=help_text)
 
 
+_FETCHED: dict[str, str] = {}  # local snapshot folder -> the s3:// URI it was fetched from, for messages
+
+
 def local_repo(repo, console=None):
     """--repo as a local folder: an s3:// repository is fetched (verified against tsrepo.json) first."""
     if not isinstance(repo, str):
@@ -84,7 +87,17 @@ def local_repo(repo, console=None):
     from tsrepo.deploy.s3 import materialize
 
     warn = (lambda m: console.print(f"[yellow]warning:[/] {escape(m)}")) if console is not None else (lambda _m: None)
-    return materialize(repo, warn=warn)
+    copy = materialize(repo, warn=warn)
+    _FETCHED[str(copy)] = repo.rstrip("/")
+    return copy
+
+
+def as_given(message: str) -> str:
+    """An error message with each fetched snapshot's folder named as the user gave it (the s3:// URI):
+    `s3://b/repo/m/config.pbtxt`, not a path in the cache the user never typed."""
+    for folder, given in _FETCHED.items():
+        message = message.replace(folder, given)
+    return message
 
 
 def _console():
