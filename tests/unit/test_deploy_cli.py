@@ -4,6 +4,7 @@ tests/integration/test_deploy_s3.py."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import boto3
@@ -38,6 +39,10 @@ def aws(monkeypatch):
         for d in sorted(p for p in (ROOT / "model_repository").iterdir() if p.is_dir()):
             for name in ("config.pbtxt", "tsrepo.json"):
                 client.put_object(Bucket="models", Key=f"prod/{d.name}/{name}", Body=(d / name).read_bytes())
+            # The model files the records name (their bytes are not read by deploy: a listing is checked).
+            for version, entry in json.loads((d / "tsrepo.json").read_text())["versions"].items():
+                key = f"prod/{d.name}/{version}/{entry.get('file', 'model.pt')}"
+                client.put_object(Bucket="models", Key=key, Body=b"model")
         yield client
 
 
@@ -157,6 +162,20 @@ def test_deploy_with_too_few_gpus_fails_and_leaves_the_old_output(tmp_path, aws)
     assert "KIND_GPU" in result.output and "--gpus 1" in result.output
     assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no staging folder is left behind"
+
+
+def test_deploy_refuses_a_recorded_version_whose_model_file_is_not_in_the_bucket(tmp_path, aws):
+    aws.delete_object(Bucket="models", Key="prod/din/1/model.pt")
+    result = run(*BASE, "--out", str(tmp_path / "o"))
+    assert result.exit_code == 2 and "s3://models/prod/din/1/model.pt: missing" in result.output, result.output
+    assert not (tmp_path / "o").exists()
+
+
+def test_deploy_names_a_version_folder_its_record_does_not_list(tmp_path, aws):
+    aws.put_object(Bucket="models", Key="prod/din/7/model.pt", Body=b"unrecorded")
+    result = run(*BASE, "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0, result.output
+    assert "s3://models/prod/din/7" in result.output and "no entry in tsrepo.json" in result.output
 
 
 def test_deploy_from_an_empty_prefix_says_there_is_no_model(tmp_path, aws):

@@ -73,8 +73,9 @@ def _by_model(loc: uri.S3Location, objects) -> dict[str, dict[str, remote.Remote
     return models
 
 
-def read_models(loc: uri.S3Location, s3=None) -> list[RemoteModel]:
-    """Each model's config.pbtxt and tsrepo.json from the bucket (model files are not downloaded)."""
+def read_models(loc: uri.S3Location, s3=None, warn: Callable[[str], None] = lambda _m: None) -> list[RemoteModel]:
+    """Each model's config.pbtxt and tsrepo.json from the bucket (model files are not downloaded, but
+    the listing must hold every version file the record names; see _check_listed)."""
     s3 = s3 or remote.client(loc)
     models = _by_model(loc, remote.list_objects(s3, loc, loc.key_prefix()))
     out = []
@@ -85,10 +86,31 @@ def read_models(loc: uri.S3Location, s3=None) -> list[RemoteModel]:
         record = None
         if META_FILE in objects:
             record = _parse_record(_get(s3, loc, loc.key(name, META_FILE)), loc.describe(loc.key(name, META_FILE)))
+            _check_listed(loc, name, objects, record, warn)
         out.append(RemoteModel(name, config, record))
     if not out:
         raise DeployError(f"{loc.describe()}: no model (no */config.pbtxt) there; push one with `tsrepo push`")
     return out
+
+
+def _check_listed(loc: uri.S3Location, name: str, objects: dict, record: meta.ModelMeta, warn) -> None:
+    """What a server pointed at the bucket will load, against the record, from the listing alone (a
+    cluster's Triton reads the bucket itself, so nothing is downloaded to check hashes): each recorded
+    version's model file is there, and a version folder the record does not list (what an interrupted
+    push leaves) is named, since Triton would load it unverified."""
+    for version, entry in sorted(record.versions.items()):
+        if f"{version}/{entry.file}" not in objects:
+            raise DeployError(
+                f"{loc.describe(loc.key(name, str(version), entry.file))}: missing, though {name}/{META_FILE} records"
+                f" version {version}; Triton would fail to load {name!r}: push the repository again"
+            )
+    listed = {rel.split("/", 1)[0] for rel in objects if "/" in rel}
+    for folder in sorted((f for f in listed if f.isascii() and f.isdigit()), key=int):
+        if int(folder) not in record.versions:
+            warn(
+                f"{loc.describe(loc.key(name, folder))}: version {folder} of {name!r} has no entry in {META_FILE}"
+                " (an interrupted push?); a server on the bucket would load it unverified: push again"
+            )
 
 
 def cache_root() -> Path:
