@@ -164,18 +164,43 @@ def test_deploy_with_too_few_gpus_fails_and_leaves_the_old_output(tmp_path, aws)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"], "no staging folder is left behind"
 
 
-def test_deploy_refuses_a_recorded_version_whose_model_file_is_not_in_the_bucket(tmp_path, aws):
+def test_deploy_refuses_a_recorded_version_whose_folder_lacks_its_model_file(tmp_path, aws):
+    # the folder is there (a folder marker, as a console leaves), its model file is not: Triton fails to load it
     aws.delete_object(Bucket="models", Key="prod/din/1/model.pt")
+    aws.put_object(Bucket="models", Key="prod/din/1/", Body=b"")
     result = run(*BASE, "--out", str(tmp_path / "o"))
     assert result.exit_code == 2 and "s3://models/prod/din/1/model.pt: missing" in result.output, result.output
     assert not (tmp_path / "o").exists()
 
 
-def test_deploy_names_a_version_folder_its_record_does_not_list(tmp_path, aws):
-    aws.put_object(Bucket="models", Key="prod/din/7/model.pt", Body=b"unrecorded")
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        # an interrupted push: a version folder with a model file and no record entry
+        ({"put": "prod/din/7/model.pt"}, "version 7 of 'din' has no entry in tsrepo.json"),
+        # a folder with no model file (a marker, or a push killed before the model file): Triton would fail on it
+        ({"put": "prod/din/3/"}, "version 3 of 'din' holds no model file"),
+        ({"put": "prod/din/4/tsrepo-notes.txt"}, "version 4 of 'din' holds no model file"),
+        # a version retired by hand: recorded, not in the bucket, not served (Triton loads the others)
+        ({"delete": "prod/din/1/model.pt"}, "version 1 of 'din' is recorded in tsrepo.json but not in the bucket"),
+    ],
+)
+def test_deploy_names_version_folders_that_differ_from_the_record_and_renders(tmp_path, aws, change, fragment):
+    if "put" in change:
+        aws.put_object(Bucket="models", Key=change["put"], Body=b"x")
+    else:
+        aws.delete_object(Bucket="models", Key=change["delete"])
     result = run(*BASE, "--out", str(tmp_path / "o"))
     assert result.exit_code == 0, result.output
-    assert "s3://models/prod/din/7" in result.output and "no entry in tsrepo.json" in result.output
+    assert fragment in result.output, result.output
+    assert (tmp_path / "o" / "kustomization.yaml").is_file()
+
+
+def test_deploy_ignores_folders_triton_does_not_read_as_versions(tmp_path, aws):
+    aws.put_object(Bucket="models", Key="prod/din/01/model.pt", Body=b"x")  # a leading zero
+    aws.put_object(Bucket="models", Key="prod/din/extra/readme.txt", Body=b"x")
+    result = run(*BASE, "--out", str(tmp_path / "o"))
+    assert result.exit_code == 0 and "warning" not in result.output, result.output
 
 
 def test_deploy_from_an_empty_prefix_says_there_is_no_model(tmp_path, aws):

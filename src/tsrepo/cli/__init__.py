@@ -88,14 +88,15 @@ def local_repo(repo, console=None):
 
     warn = (lambda m: console.print(f"[yellow]warning:[/] {escape(m)}")) if console is not None else (lambda _m: None)
     copy = materialize(repo, warn=warn)
-    _FETCHED[str(copy)] = repo.rstrip("/")
+    for folder in {str(copy), os.path.realpath(copy)}:  # paths reach messages resolved or not
+        _FETCHED[folder] = repo.rstrip("/")
     return copy
 
 
 def as_given(message: str) -> str:
     """An error message with each fetched snapshot's folder named as the user gave it (the s3:// URI):
     `s3://b/repo/m/config.pbtxt`, not a path in the cache the user never typed."""
-    for folder, given in _FETCHED.items():
+    for folder, given in sorted(_FETCHED.items(), key=lambda kv: -len(kv[0])):
         message = message.replace(folder, given)
     return message
 

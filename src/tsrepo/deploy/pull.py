@@ -75,9 +75,11 @@ def _by_model(loc: uri.S3Location, objects) -> dict[str, dict[str, remote.Remote
 
 def read_models(loc: uri.S3Location, s3=None, warn: Callable[[str], None] = lambda _m: None) -> list[RemoteModel]:
     """Each model's config.pbtxt and tsrepo.json from the bucket (model files are not downloaded, but
-    the listing must hold every version file the record names; see _check_listed)."""
+    the listing is checked against the record; see _check_listed)."""
     s3 = s3 or remote.client(loc)
-    models = _by_model(loc, remote.list_objects(s3, loc, loc.key_prefix()))
+    listing = list(remote.list_objects(s3, loc, loc.key_prefix()))
+    models = _by_model(loc, listing)
+    folders = _version_folders(loc, listing)
     out = []
     for name, objects in sorted(models.items()):
         if CONFIG_FILE not in objects:
@@ -86,30 +88,55 @@ def read_models(loc: uri.S3Location, s3=None, warn: Callable[[str], None] = lamb
         record = None
         if META_FILE in objects:
             record = _parse_record(_get(s3, loc, loc.key(name, META_FILE)), loc.describe(loc.key(name, META_FILE)))
-            _check_listed(loc, name, objects, record, warn)
+            _check_listed(loc, name, objects, folders.get(name, set()), record, warn)
         out.append(RemoteModel(name, config, record))
     if not out:
         raise DeployError(f"{loc.describe()}: no model (no */config.pbtxt) there; push one with `tsrepo push`")
     return out
 
 
-def _check_listed(loc: uri.S3Location, name: str, objects: dict, record: meta.ModelMeta, warn) -> None:
+def _version_folders(loc: uri.S3Location, listing) -> dict[str, set[int]]:
+    """Per model, the version folders a server listing the bucket sees: numeric names (no leading zero),
+    folder markers ("m/3/", as a console's "create folder" leaves) included."""
+    out: dict[str, set[int]] = {}
+    for o in listing:
+        parts = o.key[len(loc.key_prefix()) :].split("/")
+        if len(parts) < 3 or not parts[0] or not (parts[1].isascii() and parts[1].isdigit()):
+            continue
+        if str(int(parts[1])) == parts[1]:
+            out.setdefault(parts[0], set()).add(int(parts[1]))
+    return out
+
+
+def _check_listed(loc: uri.S3Location, name: str, objects: dict, folders: set[int], record, warn) -> None:
     """What a server pointed at the bucket will load, against the record, from the listing alone (a
-    cluster's Triton reads the bucket itself, so nothing is downloaded to check hashes): each recorded
-    version's model file is there, and a version folder the record does not list (what an interrupted
-    push leaves) is named, since Triton would load it unverified."""
-    for version, entry in sorted(record.versions.items()):
-        if f"{version}/{entry.file}" not in objects:
+    cluster's Triton reads the bucket itself, so nothing is downloaded to check hashes). A recorded
+    version whose folder is there without its model file stops the render: Triton fails to load it.
+    A version folder the record does not list (what an interrupted push leaves) and a recorded version
+    with no folder at all are named: the first would load unverified, or fail without a model file; the
+    second is not served."""
+    model_files = {"model.pt", "model.pt2", *(entry.file for entry in record.versions.values())}
+    for version in sorted(folders | set(record.versions)):
+        entry = record.versions.get(version)
+        where = loc.describe(loc.key(name, str(version)))
+        if entry is None:
+            if any(f"{version}/{f}" in objects for f in model_files):
+                warn(
+                    f"{where}: version {version} of {name!r} has no entry in {META_FILE} (an interrupted push?);"
+                    " a server on the bucket would load it unverified: push again"
+                )
+            else:
+                warn(
+                    f"{where}: version {version} of {name!r} holds no model file and has no entry in {META_FILE}"
+                    " (an interrupted push?); Triton fails to load a version it serves without one: push again or"
+                    " delete the folder"
+                )
+        elif version not in folders:
+            warn(f"{where}: version {version} of {name!r} is recorded in {META_FILE} but not in the bucket: not served")
+        elif f"{version}/{entry.file}" not in objects:
             raise DeployError(
-                f"{loc.describe(loc.key(name, str(version), entry.file))}: missing, though {name}/{META_FILE} records"
-                f" version {version}; Triton would fail to load {name!r}: push the repository again"
-            )
-    listed = {rel.split("/", 1)[0] for rel in objects if "/" in rel}
-    for folder in sorted((f for f in listed if f.isascii() and f.isdigit()), key=int):
-        if int(folder) not in record.versions:
-            warn(
-                f"{loc.describe(loc.key(name, folder))}: version {folder} of {name!r} has no entry in {META_FILE}"
-                " (an interrupted push?); a server on the bucket would load it unverified: push again"
+                f"{loc.describe(loc.key(name, str(version), entry.file))}: missing, though the folder and"
+                f" {name}/{META_FILE} are there; Triton would fail to load {name!r}: push the repository again"
             )
 
 
