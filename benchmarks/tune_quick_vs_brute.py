@@ -98,7 +98,8 @@ def main() -> None:
             swaps_brute = list(engine.swaps)
             engine.restore()
             t0 = time.perf_counter()
-            q = quick(space, goal, engine.measure, levels, start, crowded=crowding(options))  # as tune does
+            crowded = crowding(options, info.config)  # as tune passes it
+            q = quick(space, goal, engine.measure, levels, start, crowded=crowded)
             if q.stopped == INTERRUPTED:
                 raise KeyboardInterrupt
             quick_s = time.perf_counter() - t0

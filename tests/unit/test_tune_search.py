@@ -677,20 +677,34 @@ def test_the_climb_does_not_walk_back_along_an_axis_it_walked():
 
 
 def test_on_the_local_cpu_engine_configs_with_more_busy_threads_than_cores_are_crowded(monkeypatch):
+    from tritonclient.grpc import model_config_pb2 as pb
+
     import tsrepo.tune as tune
     from tsrepo.serve import local
 
+    def config(platform="pytorch_libtorch", threads=None):
+        cfg = pb.ModelConfig(name="m", platform=platform)
+        if threads is not None:
+            cfg.parameters["INTRA_OP_THREAD_COUNT"].string_value = threads
+        return cfg
+
+    local_cpu = tune.Options(model="m")
     monkeypatch.setattr(local, "gpu_visible", lambda: False)
     monkeypatch.setattr(tune, "_cores", lambda: 2)
-    crowded = tune.crowding(tune.Options(model="m"))
+    crowded = tune.crowding(local_cpu, config())
     # the runner's default is (cores - 1) / instances threads, at least 1: one per instance here
     assert not crowded(Candidate(2, 8, True, 0)) and crowded(Candidate(3, 8, True, 0))
     assert crowded(Candidate(2, 8, True, 0, threads=2)) and not crowded(Candidate(1, 8, True, 0, threads=2))
+    # threads left as they are: what the repository's config sets is what the runner uses
+    assert tune.crowding(local_cpu, config(threads="2"))(Candidate(2, 8, True, 0))
+    # torch_aoti ignores INTRA_OP_THREAD_COUNT: the runner's default applies
+    assert not tune.crowding(local_cpu, config("torch_aoti", threads="2"))(Candidate(2, 8, True, 0, threads=2))
     monkeypatch.setattr(tune, "_cores", lambda: 16)
-    assert not tune.crowding(tune.Options(model="m"))(Candidate(3, 8, True, 0))  # 3 x 5 threads on 16 cores
-    assert tune.crowding(tune.Options(model="m", url="localhost:8000")) is None  # a remote server's cores
+    assert not tune.crowding(local_cpu, config())(Candidate(3, 8, True, 0))  # 3 x 5 threads on 16 cores
+    assert tune.crowding(tune.Options(model="m", url="localhost:8000"), config()) is None  # a remote server's cores
+    assert tune.crowding(local_cpu, pb.ModelConfig(name="m", backend="python")) is None  # not the runner's model
     monkeypatch.setattr(local, "gpu_visible", lambda: True)
-    assert tune.crowding(tune.Options(model="m")) is None  # GPU instances
+    assert tune.crowding(local_cpu, config()) is None  # GPU instances
 
 
 def test_the_csv_marks_a_level_measured_again():
@@ -715,3 +729,38 @@ def test_the_csv_marks_a_level_measured_again():
         ("sweep", "32", "2"),
     ]
     assert rows[-1]["stable"] == "yes" and rows[-1]["infer_per_s"] == "990.00"
+
+
+def test_batching_turned_off_by_the_climb_can_be_turned_on_again_in_a_later_pass():
+    # The shipped config batches with a long delay: turning batching off beats it, but batching on again at
+    # the smallest size and delay (and then a larger size) beats both. Batching on/off is not a scale the
+    # climb walked along: a later pass tries it again.
+    space = Space((1,), (2, 8), (0, 2000), off_max_batch_size=8)
+    value = {
+        Candidate(1, 8, True, 2000): 1000.0,
+        Candidate(1, 8, False, 0): 1100.0,
+        Candidate(1, 2, True, 0): 1500.0,
+        Candidate(1, 8, True, 0): 1800.0,
+        Candidate(1, 2, True, 2000): 900.0,
+    }
+
+    def measure(c, levels, kind):
+        return Trial(c, [Level(n, value[c], 1.0, 2.0, True) for n in levels], kind)
+
+    result = quick(space, Goal(Objective.THROUGHPUT), measure, [1, 4], Candidate(1, 8, True, 2000))
+    assert result.winner.candidate == Candidate(1, 8, True, 0)
+
+
+def test_a_search_stopped_before_any_sweep_names_its_best_probe_as_a_probe():
+    from tsrepo.tune import _best_so_far
+
+    goal = Goal(Objective.THROUGHPUT, 50.0)
+    a, b = Candidate(1, 8, True, 0), Candidate(2, 8, True, 0)
+    probes = [
+        Trial(a, [Level(4, 400.0, 1.0, 9.0, True)], "probe"),
+        Trial(b, [Level(8, 800.0, 1.0, 9.0, True)], "probe"),
+    ]
+    said = _best_so_far(goal, probes, None)
+    assert "no config swept yet" in said and "i2-b8-db0" in said and "800.0 infer/s" in said
+    assert _best_so_far(goal, probes, b) == "best so far: i2-b8-db0"
+    assert _best_so_far(goal, [], None) == "no config measured meets the goal yet"

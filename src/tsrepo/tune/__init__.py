@@ -200,19 +200,45 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def crowding(o: Options) -> Callable[[Candidate], bool] | None:
+def crowding(o: Options, cfg) -> Callable[[Candidate], bool] | None:
     """On the local CPU engine, which configs ask for more busy threads than there are cores (instances
-    x intra-op threads, the runner's default where the config leaves them): the quick search steps into
-    those only on a clearly larger gain. None elsewhere: a remote server's cores are not known here, and
-    GPU instances do not share the CPU's."""
-    if o.url is not None:
-        return None
+    x the intra-op threads the runner will use: the candidate's, else what the repository's config sets,
+    else the runner's default; torch_aoti ignores the parameter): the quick search steps into those only
+    on a clearly larger gain. None elsewhere: a remote server's cores are not known here, GPU instances
+    do not share the CPU's, and a model the runner does not serve has its own threading."""
+    from tsrepo.serve import shadow
     from tsrepo.serve.local import gpu_visible
 
-    if gpu_visible():
+    if o.url is not None or not shadow.is_libtorch(cfg) or gpu_visible():
         return None
+    aoti = shadow.is_aoti(cfg)
+    shipped = cfg.parameters["INTRA_OP_THREAD_COUNT"].string_value if "INTRA_OP_THREAD_COUNT" in cfg.parameters else ""
     cores = _cores()
-    return lambda c: c.instances * (c.threads or runner_default_threads(c.instances)) > cores
+
+    def threads(c: Candidate) -> int:
+        if aoti:
+            return runner_default_threads(c.instances)
+        if c.threads is not None:
+            return c.threads
+        return int(shipped) if shipped.isascii() and shipped.isdigit() else runner_default_threads(c.instances)
+
+    return lambda c: c.instances * threads(c) > cores
+
+
+def _best_so_far(goal: Goal, trials: list, winner: Candidate | None) -> str:
+    """What a search stopped early has: its winner so far, else the best probe, which the ranked table may
+    show as meeting the goal although probes only steer (a winner needs a sweep)."""
+    if winner is not None:
+        return f"best so far: {winner.key()}"
+    probed = [t for t in trials if t.kind == "probe" and goal.value(t.levels) is not None]
+    if not probed:
+        return "no config measured meets the goal yet"
+    lead = max(probed, key=lambda t: goal.score(t.levels))
+    unit = " infer/s" if goal.objective is Objective.THROUGHPUT else " ms p99"
+    return (
+        f"no config swept yet (probes only steer the search; the best probe, {lead.candidate.key()}, gave"
+        f" {goal.value(lead.levels):.1f}{unit})"
+    )
 
 
 def runner_default_threads(instances: int = 1) -> int:
@@ -266,7 +292,7 @@ def tune(
     info = modelinfo.load(o.repo, o.model, option="MODEL")
     notes: list[str] = []
     space = _space(o, info, notes)
-    crowded = crowding(o) if Search(o.search) is Search.QUICK else None
+    crowded = crowding(o, info.config) if Search(o.search) is Search.QUICK else None
     if crowded is not None and any(crowded(c) for c in space.grid()):
         notes.append(
             f"{_cores()} cores: quick search moves to a config with more busy threads than cores (instances x"
@@ -345,8 +371,7 @@ def tune(
     resume_hint = f"; continue with --resume {run.path}" if run.path else " (--json would have kept a resumable file)"
     if result.stopped:
         outcome.stopped = result.stopped
-        best = f"best so far: {winner.key()}" if winner else "no config measured meets the goal yet"
-        outcome.verdict = f"stopped early ({result.stopped}); {best}{resume_hint}"
+        outcome.verdict = f"stopped early ({result.stopped}); {_best_so_far(goal, run.trials, winner)}{resume_hint}"
         outcome.better = winner is not None and winner != current
     elif winner is None:
         closest = results_mod.ranked(Goal(goal.objective), run.trials)[:3]

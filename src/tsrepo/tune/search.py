@@ -10,8 +10,9 @@ as long as each step pays instead of probing every neighbour at every step; each
 candidate at one concurrency (2 x max_batch_size x instances, Model Analyzer's rule, capped; under a
 p99 budget, where the config it stepped from met the budget, scaled by the rule and by Little's law to
 three quarters of the budget) instead of a sweep; and a point is measured once however often the climb
-comes back to it. A later pass does not walk back along an axis the climb walked, and a step into a
-config with more busy threads than cores (CROWDED_GAIN) needs twice the gain. The best few
+comes back to it. A later pass does not walk back along an axis the climb walked (batching on/off
+excepted), and a step from a config that fits the cores into one with more busy threads than cores
+(CROWDED_GAIN) needs twice the gain. The best few
 probed points are then swept (their second measurement), from the highest level down until a level
 below the best gives less (closed-loop throughput rises with concurrency until the server saturates),
 and the winner is chosen from those sweeps alone, each level measured as brute force measures it.
@@ -144,7 +145,8 @@ class SearchResult:
     stopped: str = ""  # why the search ended early (time budget, interrupt), else empty
 
 
-# A step into a crowded config (more busy threads than cores) must gain twice the usual margin. On the
+# A step from a config that fits the cores into a crowded one (more busy threads than cores) must gain twice
+# the usual margin. On the
 # 2-core machine three 1-thread instances measured within noise of two (+4 % to +7 % in probes) and never
 # won brute force, but once the climb moved there every later probe swapped three stubs (2.2 s, not 1.1)
 # and missed the p99 budget more often on the heavier tail: quick took 48-52 s instead of 40.
@@ -469,6 +471,7 @@ def quick(
                         # of quick's 40-47 and gave about half of where the climb stood; walking on stays.
                         continue
                     walked = False
+                    measured = math.isfinite(current_score)  # a step from nothing met the goal proves nothing
                     while steps < max_steps:
                         n = space.step(current, axis, direction)
                         if n is None:
@@ -479,7 +482,10 @@ def quick(
                         current, current_score, walked, moved = n, s, True, True
                         steps += 1
                     if walked:
-                        walked_to[axis] = direction
+                        # Batching on/off is not a scale: turning it back on lands at the smallest size and
+                        # delay, a point the climb never left from, so it stays open to later passes.
+                        if measured and axis != "batching":
+                            walked_to[axis] = direction
                         break  # the other direction was where this axis came from
         ranked = sorted(probes.values(), key=lambda t: score(t.candidate), reverse=True)
         sweeps = []
