@@ -764,3 +764,49 @@ def test_a_search_stopped_before_any_sweep_names_its_best_probe_as_a_probe():
     assert "no config swept yet" in said and "i2-b8-db0" in said and "800.0 infer/s" in said
     assert _best_so_far(goal, probes, b) == "best so far: i2-b8-db0"
     assert _best_so_far(goal, [], None) == "no config measured meets the goal yet"
+
+
+def _two_finalists(edge_p99: float, redo: Level | None):
+    """Two configs, a (one instance) and b (two): b's sweep wins at 16 with p99 `edge_p99` (budget 50 ms);
+    a re-measure of b at 16 gives `redo`. Returns (result, calls)."""
+    a, b = Candidate(1, 8, True, 0), Candidate(2, 8, True, 0)
+    space = Space((1, 2), (8,), (0,), batching_off=False)
+    calls: list[tuple[Candidate, list[int], str]] = []
+
+    def measure(c, levels, kind):
+        calls.append((c, list(levels), kind))
+        if kind == "final":
+            return Trial(c, [redo] if redo is not None else [], kind)
+        out = []
+        for n in levels:
+            if c == b:
+                out.append(
+                    Level(n, {1: 300.0, 4: 700.0, 16: 1000.0}.get(n, 900.0), 1.0, edge_p99 if n == 16 else 9.0, True)
+                )
+            else:
+                out.append(Level(n, 800.0 if n >= 4 else 300.0, 1.0, 10.0 if n <= 16 else 60.0, True))
+        return Trial(c, out, kind)
+
+    result = quick(space, Goal(Objective.THROUGHPUT, 50.0), measure, [1, 4, 16], a)
+    return result, calls
+
+
+def test_a_leader_whose_p99_is_near_the_budget_is_measured_there_again_and_keeps_the_worse():
+    b = Candidate(2, 8, True, 0)
+    # near the budget, and over it when measured again: b falls back to its level 4 (700) and a (800) wins
+    result, calls = _two_finalists(48.0, Level(16, 990.0, 1.0, 53.0, True))
+    assert (b, [16], "final") in calls
+    assert result.winner.candidate == Candidate(1, 8, True, 0) and goal_value(result.winner) == 800.0
+    # confirmed: b wins with the lower of its two throughputs at 16
+    result, calls = _two_finalists(48.0, Level(16, 950.0, 1.0, 47.0, True))
+    assert result.winner.candidate == b and goal_value(result.winner) == 950.0
+    # well inside the budget: not measured again
+    result, calls = _two_finalists(30.0, Level(16, 10.0, 1.0, 90.0, True))
+    assert not [c for c in calls if c[2] == "final"] and result.winner.candidate == b
+    # a re-measure that came back empty (a refused swap) leaves the sweep as it was
+    result, _ = _two_finalists(48.0, None)
+    assert result.winner.candidate == b and goal_value(result.winner) == 1000.0
+
+
+def goal_value(trial: Trial) -> float:
+    return Goal(Objective.THROUGHPUT, 50.0).value(trial.levels)

@@ -15,7 +15,8 @@ excepted), and a step from a config that fits the cores into one with more busy 
 (CROWDED_GAIN) needs twice the gain. The best few
 probed points are then swept (their second measurement), from the highest level down until a level
 below the best gives less (closed-loop throughput rises with concurrency until the server saturates),
-and the winner is chosen from those sweeps alone, each level measured as brute force measures it.
+and the winner is chosen from those sweeps alone, each level measured as brute force measures it (the
+leader's winning level measured once more when its p99 is near the budget, keeping the worse).
 """
 
 from __future__ import annotations
@@ -340,6 +341,45 @@ def _finalise(goal: Goal, measure: Measure, ranked: list[Trial], levels: list[in
     result.winner = max(scored, key=lambda t: goal.score(t.levels), default=None)
 
 
+EDGE = 0.9  # of the p99 budget: a leading finalist whose winning level's p99 is above it is measured again
+
+
+def _check_the_edge(goal: Goal, measure: Measure, sweeps: list[Trial], result: SearchResult, done) -> None:
+    """Measure the leading sweep's winning level once more while its p99 there is within 10 % of the budget,
+    and keep the worse of the two (brute force's rule for its finalists); repeat for whichever sweep leads
+    then, each once. A level whose p99 sits at the budget meets it or not on noise: in run O of the
+    benchmark quick's winner met it at concurrency 16 in its sweep (870 infer/s) and missed it in two of
+    three rounds side by side, where it gave 569 (its level 4)."""
+    checked: set[Candidate] = set()
+    while True:
+        ranked = _rank(goal, sweeps)
+        lead = ranked[0] if ranked else None
+        best = goal.best_level(lead.levels) if lead is not None else None
+        if best is None or lead.candidate in checked or goal.budget is None or best.p99_ms <= EDGE * goal.budget:
+            return
+        checked.add(lead.candidate)
+        again = done.get((lead.candidate, "final")) or measure(lead.candidate, [best.concurrency], "final")
+        result.trials.append(again)
+        sweeps[sweeps.index(lead)] = _worse_at(goal, lead, best, again)
+
+
+def _worse_at(goal: Goal, trial: Trial, best: Level, again: Trial) -> Trial:
+    """`trial` with its winning level `best` replaced by the worse of it and its re-measure in `again` (one
+    that misses the goal replaces it, so the trial falls back to its next best level; nothing measured,
+    a refused swap, leaves it as it was)."""
+    redo = _at(again.levels, best.concurrency)
+    if redo is None or (goal.best_level([redo]) is not None and redo.throughput >= best.throughput):
+        kept = best
+    else:
+        kept = redo
+    levels = sorted(
+        [lv for lv in trial.levels if lv.concurrency != best.concurrency] + [kept], key=lambda lv: lv.concurrency
+    )
+    return Trial(
+        trial.candidate, levels, trial.kind, trial.swap_s + again.swap_s, trial.seconds + again.seconds, trial.note
+    )
+
+
 def _rank(goal: Goal, trials: list[Trial]) -> list[Trial]:
     scored = [t for t in trials if goal.score(t.levels) is not None]
     return sorted(scored, key=lambda t: goal.score(t.levels), reverse=True)
@@ -498,9 +538,11 @@ def quick(
             result.trials.append(sweep)
             sweeps.append(sweep)
         # A finalist's sweep is its second measurement (its probe was the first): the winner is the best
-        # sweep, every level measured as brute force measures it. Re-measuring the sweeps again (as brute
-        # force re-measures its best sweeps, which it measured once) would cost two more swaps and
-        # four levels for nothing the probe did not already check.
+        # sweep, every level measured as brute force measures it. Re-measuring every sweep again (as brute
+        # force re-measures its best sweeps, which it measured once) would cost two more swaps and four
+        # levels for little the probe did not already check; but the probe never measured the winning
+        # level itself, so a leader whose p99 there is near the budget is measured there once more.
+        _check_the_edge(goal, measure, sweeps, result, done)
         result.finalists = _rank(goal, sweeps)
         result.winner = result.finalists[0] if result.finalists else None
     except Stop as e:
