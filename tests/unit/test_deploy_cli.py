@@ -265,3 +265,17 @@ def test_push_of_a_missing_folder_exits_2(tmp_path):
 def test_help_lists_push_and_deploy():
     result = run("--help")
     assert "push " in result.output and "deploy " in result.output
+
+
+def test_messages_about_a_fetched_repository_name_the_uri_by_either_path_to_its_snapshot(tmp_path, monkeypatch):
+    import tsrepo.deploy.s3 as s3_mod
+    from tsrepo.cli import as_given, local_repo
+
+    real = tmp_path / "cache" / "snap"
+    real.mkdir(parents=True)
+    (tmp_path / "link").symlink_to(tmp_path / "cache")  # a cache reached through a symlink
+    monkeypatch.setattr(s3_mod, "materialize", lambda repo, warn: tmp_path / "link" / "snap")
+    assert local_repo("s3://bucket/prefix/") == tmp_path / "link" / "snap"
+    for folder in (tmp_path / "link" / "snap", real):
+        assert as_given(f"{folder}/m/config.pbtxt: not found") == "s3://bucket/prefix/m/config.pbtxt: not found"
+    assert as_given("nothing fetched here") == "nothing fetched here"

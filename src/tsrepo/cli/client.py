@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from tsrepo.cli import RepoParam, _console, local_repo, main, repo_option
+from tsrepo.cli import RepoParam, _console, as_given, local_repo, main, repo_option
 from tsrepo.cli.options import MAX_SECONDS, Finite, output_path, usage
 from tsrepo.errors import TsrepoError, UsageError
 
@@ -135,7 +135,7 @@ def validate(repo, url, protocol, models, samples, rtol, atol, timeout, as_json)
             progress=lambda m: status.update(escape(m)),
         )
     if as_json:
-        click.echo(json_mod.dumps([r.to_json() for r in results], indent=2))
+        click.echo(as_given(json_mod.dumps([r.to_json() for r in results], indent=2)))
     table = Table(title=f"validate {url} ({protocol})")
     for col in ("model", "version", "status", "output", "max abs err", "max rel err"):
         table.add_column(col)
@@ -155,9 +155,9 @@ def validate(repo, url, protocol, models, samples, rtol, atol, timeout, as_json)
     console.print(table)
     for r in results:
         for p in r.problems:
-            console.print(f"[red]{escape(r.name)}:[/] {escape(p)}")
+            console.print(f"[red]{escape(r.name)}:[/] {escape(as_given(p))}")
         for n in r.notes:
-            console.print(f"[yellow]{escape(r.name)}:[/] {escape(n)}")
+            console.print(f"[yellow]{escape(r.name)}:[/] {escape(as_given(n))}")
     sys.exit(0 if all(r.status == passed for r in results) else 1)
 
 
