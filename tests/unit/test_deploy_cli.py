@@ -197,7 +197,8 @@ def test_deploy_names_version_folders_that_differ_from_the_record_and_renders(tm
 
 
 def test_deploy_ignores_folders_triton_does_not_read_as_versions(tmp_path, aws):
-    aws.put_object(Bucket="models", Key="prod/din/01/model.pt", Body=b"x")  # a leading zero
+    # a leading zero: not version 7 (which the record does not list, so reading it as one would warn)
+    aws.put_object(Bucket="models", Key="prod/din/07/model.pt", Body=b"x")
     aws.put_object(Bucket="models", Key="prod/din/extra/readme.txt", Body=b"x")
     result = run(*BASE, "--out", str(tmp_path / "o"))
     assert result.exit_code == 0 and "warning" not in result.output, result.output

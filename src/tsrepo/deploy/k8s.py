@@ -199,12 +199,12 @@ def deploy(o: DeployOptions, out: Path, models: list[pull.RemoteModel] | None = 
     """Check the options and --out, read the models' configs from the bucket, render, prove, write."""
     check(o)
     render.check_out(out)
-    listing: list[str] = []
-    models = models if models is not None else pull.read_models(o.loc, warn=listing.append)
+    bucket_warnings: list[str] = []  # what the bucket's listing says against the records
+    models = models if models is not None else pull.read_models(o.loc, warn=bucket_warnings.append)
     if o.target == "kserve":
         result = kserve.render_kserve(o, models, Path(out).name, templates)
     else:
         result = render_k8s(o, models, Path(out).name, templates)
-    result.warnings[:0] = listing
+    result.warnings[:0] = bucket_warnings
     render.write(out, result.files)
     return result

@@ -212,15 +212,12 @@ def crowding(o: Options, cfg) -> Callable[[Candidate], bool] | None:
     if o.url is not None or not shadow.is_libtorch(cfg) or gpu_visible():
         return None
     aoti = shadow.is_aoti(cfg)
-    shipped = cfg.parameters["INTRA_OP_THREAD_COUNT"].string_value if "INTRA_OP_THREAD_COUNT" in cfg.parameters else ""
+    shipped = current_candidate(cfg).threads  # what a candidate that leaves the parameter keeps
     cores = _cores()
 
     def threads(c: Candidate) -> int:
-        if aoti:
-            return runner_default_threads(c.instances)
-        if c.threads is not None:
-            return c.threads
-        return int(shipped) if shipped.isascii() and shipped.isdigit() else runner_default_threads(c.instances)
+        chosen = None if aoti else (c.threads if c.threads is not None else shipped)
+        return chosen if chosen is not None else runner_default_threads(c.instances)
 
     return lambda c: c.instances * threads(c) > cores
 

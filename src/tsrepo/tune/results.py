@@ -12,6 +12,7 @@ import csv
 import json
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -171,7 +172,7 @@ def write_csv(trials: list[Trial], out: TextIO) -> None:
     an unstable level)."""
     w = csv.DictWriter(out, fieldnames=CSV_COLUMNS)
     w.writeheader()
-    seen: dict[tuple[str, str, int], int] = {}
+    seen: Counter[tuple[str, str, int]] = Counter()
     for t in trials:
         c = t.candidate
         base = {
@@ -188,10 +189,10 @@ def write_csv(trials: list[Trial], out: TextIO) -> None:
         for lv in t.levels or [None]:
             row = dict(base)
             if lv is not None:
-                n = seen[(c.key(), t.kind, lv.concurrency)] = seen.get((c.key(), t.kind, lv.concurrency), 0) + 1
+                seen[(c.key(), t.kind, lv.concurrency)] += 1
                 row.update(
                     concurrency=lv.concurrency,
-                    measurement=n,
+                    measurement=seen[(c.key(), t.kind, lv.concurrency)],
                     infer_per_s=f"{lv.throughput:.2f}",
                     p50_ms=f"{lv.p50_ms:.3f}",
                     p99_ms=f"{lv.p99_ms:.3f}",

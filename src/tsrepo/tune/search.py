@@ -147,10 +147,10 @@ class SearchResult:
 
 
 # A step from a config that fits the cores into a crowded one (more busy threads than cores) must gain twice
-# the usual margin. On the
-# 2-core machine three 1-thread instances measured within noise of two (+4 % to +7 % in probes) and never
-# won brute force, but once the climb moved there every later probe swapped three stubs (2.2 s, not 1.1)
-# and missed the p99 budget more often on the heavier tail: quick took 48-52 s instead of 40.
+# the usual margin. On the 2-core machine three 1-thread instances measured within noise of two (+4 % to
+# +7 % in probes) and never won brute force in runs I-M, but once the climb moved there every later probe
+# swapped three stubs (2.2 s, not 1.1) and missed the p99 budget more often on the heavier tail: quick took
+# 48-52 s instead of 40.
 CROWDED_GAIN = 2.0
 QUICK_MIN_GAIN = 0.05  # the least gain that moves the climb (see quick's `better`)
 AIM = 0.75  # of the p99 budget: where a probe aims its concurrency (Little's law) when it can
