@@ -14,7 +14,8 @@ comes back to it. A later pass does not walk back along an axis the climb walked
 excepted), and a step from a config that fits the cores into one with more busy threads than cores
 (CROWDED_GAIN) needs twice the gain. The best few
 probed points are then swept (their second measurement), from the highest level down until a level
-below the best gives less (closed-loop throughput rises with concurrency until the server saturates),
+below the best gives less (closed-loop throughput rises with concurrency until the server saturates; a
+probe's level counts for that, and the levels its misses put far over the budget are left out),
 and the winner is chosen from those sweeps alone, each level measured as brute force measures it (the
 leader's winning level measured once more when its p99 is near the budget, keeping the worse).
 """
@@ -167,13 +168,16 @@ def sweep_down(
     levels: list[int],
     have: Trial | None = None,
     missed_at: int | None = None,
+    known: list[Level] | None = None,
 ) -> Trial:
     """A finalist's sweep for the throughput objective, from the highest level down. In a closed loop
     throughput rises with concurrency until the server saturates, and p99 rises with it: the best level
     is the highest that meets the budget unless a lower one gives more, so the sweep stops once a level
     below the best one measured gives less (two levels when the highest wins). `missed_at` is the lowest
     concurrency at which the config's probe missed the p99 budget by a third or more: levels from there
-    up are left out (the lowest level never is). `have` is what an interrupted run measured already.
+    up are left out (the lowest level never is). `known` is what the config's probe measured: a probe
+    level below the best that gave no more settles the sweep as a level of its own would (_less_below).
+    `have` is what an interrupted run measured already.
     Once settled, one unstable level that would have won is measured once more (see _second_chance), and
     the sweep goes on from there if it then counts.
     The latency objective measures every level."""
@@ -191,7 +195,11 @@ def sweep_down(
     while True:
         measured = {lv.concurrency for lv in trial.levels} if trial else set()
         missing = [lv for lv in order if lv not in measured and lv not in tried]
-        if trial is not None and (not missing or _settled(goal, _one_per_level(trial.levels))):
+        if trial is not None and (
+            not missing
+            or _settled(goal, _one_per_level(trial.levels))
+            or _less_below(goal, _one_per_level(trial.levels), known or [], order)
+        ):
             again = None if given else _second_chance(goal, trial.levels)
             if again is None:
                 return trial
@@ -255,6 +263,29 @@ def _settled(goal: Goal, levels: list[Level]) -> bool:
     return goal.best_level([lowest]) is None or lowest.throughput <= best_above.throughput
 
 
+def _less_below(goal: Goal, levels: list[Level], known: list[Level], order: list[int]) -> bool:
+    """A level the probe measured below the sweep's best, with none of the sweep's own levels between the
+    two left to measure, gave no more than the best (within QUICK_MIN_GAIN, tune's least spread between
+    two measurements of one config): it stands on the rising or flat side of throughput against
+    concurrency, and every level below it gives less, as _settled reasons from a level of the sweep's own.
+    In run Q of the benchmark each resnet_small finalist measured level 4 (three to six windows) after its
+    probe had shown at 14 what 16 gave."""
+    best = goal.best_level(levels)
+    if best is None:
+        return False
+    measured = {lv.concurrency for lv in levels}
+    for lv in known:
+        between = [n for n in order if lv.concurrency < n < best.concurrency and n not in measured]
+        if (
+            lv.concurrency < best.concurrency
+            and not between
+            and lv.counts(steering=True)
+            and lv.throughput <= best.throughput * (1 + QUICK_MIN_GAIN)
+        ):
+            return True
+    return False
+
+
 def _lower_level(level: int, p99_ms: float, budget_ms: float) -> int:
     """The next concurrency to probe after `level` missed the budget with `p99_ms`. Past saturation latency
     grows in proportion to concurrency (Little's law: concurrency = throughput x latency, and the
@@ -291,14 +322,19 @@ def _at(levels: list[Level], concurrency: int) -> Level | None:
 
 
 def _missed_at(goal: Goal, levels: list[Level]) -> int | None:
-    """The lowest concurrency at which a measurement (stable or not, without errors) was over the p99
-    budget by a third or more (1 / AIM): p99 only grows with concurrency, so every level from there up
-    misses too, whatever the noise (a probe's p99 near the budget misses or meets on noise alone, and
-    leaves the sweep's levels alone). None without a budget."""
+    """The lowest concurrency from which every level misses the p99 budget by a third or more (1 / AIM),
+    judged from the measurements (stable or not, without errors) that missed it: p99 only grows with
+    concurrency, and past saturation in proportion to it (Little's law), so a level c that missed with
+    p99 P puts level n near P x n / c. A miss by a third or more leaves out c and everything above; a
+    smaller miss (noise can do that at c) only the levels far enough above c to be a third over all the
+    same: in run Q of the benchmark two resnet_small probes missed at 20 by 5-15 % and each sweep then
+    measured 32 for two to six windows only to give it up. None without a budget."""
     if goal.budget is None:
         return None
     over = [
-        lv.concurrency for lv in levels if lv.errors == 0 and math.isfinite(lv.p99_ms) and lv.p99_ms > goal.budget / AIM
+        max(lv.concurrency, math.floor(lv.concurrency * goal.budget / (AIM * lv.p99_ms)) + 1)
+        for lv in levels
+        if lv.errors == 0 and math.isfinite(lv.p99_ms) and lv.p99_ms > goal.budget
     ]
     return min(over, default=None)
 
@@ -533,7 +569,13 @@ def quick(
             if not math.isfinite(score(t.candidate)):
                 continue
             sweep = sweep_down(
-                goal, measure, t.candidate, levels, done.get((t.candidate, "sweep")), _missed_at(goal, t.levels)
+                goal,
+                measure,
+                t.candidate,
+                levels,
+                done.get((t.candidate, "sweep")),
+                _missed_at(goal, t.levels),
+                t.levels,
             )
             result.trials.append(sweep)
             sweeps.append(sweep)
