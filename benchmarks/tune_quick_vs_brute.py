@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--threads", default="", help="INTRA_OP_THREAD_COUNT values; default: tune's own choice")
     ap.add_argument("--levels", default="1,4,16,32")
     ap.add_argument("--window", type=float, default=0.5)
-    ap.add_argument("--confirm", type=int, default=3, help="side-by-side rounds of the two winners and the default")
+    ap.add_argument("--confirm", type=int, default=5, help="side-by-side rounds of the two winners and the default")
     args = ap.parse_args()
     from tsrepo.serve.runner import sigterm_as_interrupt
 
@@ -106,10 +106,13 @@ def main() -> None:
             # Side by side: each search's winner and the spec's default, measured in turn for
             # --confirm rounds with the same sweep, so that the comparison is not between two
             # measurements taken minutes apart on a shared machine. Each objective is the median.
+            # The two winners swap places every round (a config measured right after a swap, or after
+            # another config warmed the host, may read differently); each round gives a paired ratio.
             subjects = {"brute": b.winner, "quick": q.winner, "default": None}
             confirmed: dict[str, list[float]] = {k: [] for k in subjects}
-            for _ in range(args.confirm):
-                for name, trial in subjects.items():
+            for round_ in range(args.confirm):
+                order = ["brute", "quick", "default"] if round_ % 2 == 0 else ["quick", "brute", "default"]
+                for name, trial in ((k, subjects[k]) for k in order):
                     candidate = trial.candidate if trial is not None else start
                     if name != "default" and trial is None:
                         continue
@@ -120,6 +123,7 @@ def main() -> None:
         finally:
             server.stop()
         med = {k: statistics.median(v) if v else None for k, v in confirmed.items()}
+        pairs = [q_ / b_ for q_, b_ in zip(confirmed["quick"], confirmed["brute"], strict=False) if b_ > 0]
         ratio = goal.ratio(q.winner.levels, b.winner.levels) if q.winner and b.winner else None
         vs_default = goal.ratio(q.winner.levels, default.levels) if q.winner else None
         rows.append(
@@ -144,6 +148,8 @@ def main() -> None:
                 side_quick=med["quick"],
                 side_default=med["default"],
                 side_ratio=med["quick"] / med["brute"] if med["quick"] and med["brute"] else None,
+                paired=statistics.median(pairs) if pairs else None,
+                pairs=pairs,
                 side_vs_default=med["quick"] / med["default"] if med["quick"] and med["default"] else None,
                 side_brute_vs_default=med["brute"] / med["default"] if med["brute"] and med["default"] else None,
             )
@@ -160,9 +166,15 @@ def main() -> None:
     for r in rows:
         _print_row(r)
     print()
-    print(f"side by side: the winners and the spec's default measured in turn, median of {args.confirm} rounds")
-    print("| model | brute winner | quick winner | default | quick/brute | quick/default | brute/default |")
-    print("|---" * 7 + "|")
+    print(
+        f"side by side: the winners and the spec's default measured in turn, median of {args.confirm} rounds;"
+        " paired: the median of each round's quick/brute"
+    )
+    print(
+        "| model | brute winner | quick winner | default | quick/brute | paired quick/brute (rounds)"
+        " | quick/default | brute/default |"
+    )
+    print("|---" * 8 + "|")
     for r in rows:
         _print_side(r)
 
@@ -184,7 +196,8 @@ def _print_row(r: dict) -> None:
 def _print_side(r: dict) -> None:
     print(
         f"| {r['model']} | {f(r['side_brute'], '.1f')} | {f(r['side_quick'], '.1f')} | {f(r['side_default'], '.1f')}"
-        f" | {f(r['side_ratio'], '.3f')} | {f(r['side_vs_default'], '.2f')}x"
+        f" | {f(r['side_ratio'], '.3f')} | {f(r['paired'], '.3f')} ({' '.join(f'{p:.2f}' for p in r['pairs'])})"
+        f" | {f(r['side_vs_default'], '.2f')}x"
         f" | {f(r['side_brute_vs_default'], '.2f')}x |",
         flush=True,
     )

@@ -205,6 +205,25 @@ AOTI_INPUT_RE = re.compile(r"INPUT__(\d+)")
 AOTI_OUTPUT_RE = re.compile(r"OUTPUT__(\d+)")
 
 
+def thread_count(cfg: pb.ModelConfig, key: str, origin: str) -> int | None:
+    """A thread-count parameter (INTRA_OP_THREAD_COUNT, INTER_OP_THREAD_COUNT) as the libtorch backend reads
+    it: absent, empty or below 1 leaves torch's default (None); anything but a whole number stops the
+    model from loading, a ConfigError naming `origin`, the key and the fix."""
+    if key not in cfg.parameters:
+        return None
+    text = cfg.parameters[key].string_value.strip()
+    if not text:
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ConfigError(
+            f"{origin}: `parameters` {key} is {text!r}, not a whole number, and the model would fail to load;"
+            f' set a thread count (e.g. "1") or remove the parameter'
+        ) from None
+    return value if value > 0 else None
+
+
 def check_aoti_rules(parsed: pb.ModelConfig, forward_args: list[str], origin: str) -> None:
     """What the PyTorch backend's torch_aoti path would refuse (rules and releases in export_aoti.py)."""
     if parsed.platform != "torch_aoti" or parsed.backend != "pytorch":

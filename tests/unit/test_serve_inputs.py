@@ -158,6 +158,12 @@ def _broken(tmp_path: Path, case: str) -> tuple[Path, str]:
         folder = _model(repo)
         (folder / "1" / "model.pt").unlink()
         return repo, f"{folder / '1' / 'model.pt'}: missing"
+    if case == "thread count not a number":
+        folder = _model(
+            repo,
+            config='platform: "pytorch_libtorch"\nparameters { key: "INTER_OP_THREAD_COUNT" value { string_value: "x" } }',
+        )
+        return repo, f"{folder / 'config.pbtxt'}: `parameters` INTER_OP_THREAD_COUNT is 'x', not a whole number"
     raise AssertionError(case)
 
 
@@ -171,6 +177,7 @@ BROKEN = [
     "name differs from folder",
     "name Triton cannot serve",
     "version without model.pt",
+    "thread count not a number",
 ]
 
 

@@ -625,6 +625,26 @@ def test_the_ranked_table_shows_a_sweep_taken_level_by_level_as_one_row():
     assert goal.value(rows[0].levels) == 1000.0 and len(rows[0].levels) == 3
 
 
+def test_the_ranked_table_does_not_call_a_probe_a_config_that_meets_the_goal():
+    from rich.console import Console
+
+    from tsrepo.tune.results import table
+
+    goal = Goal(Objective.THROUGHPUT, 50.0)
+    a, b, c = Candidate(2, 8, True, 0), Candidate(1, 8, True, 0), Candidate(3, 8, True, 0)
+    trials = [
+        Trial(a, [Level(16, 1000.0, 1.0, 30.0, True)], "sweep"),
+        Trial(b, [Level(16, 1100.0, 1.0, 30.0, True)], "probe"),  # more, but a probe: it steered, nothing more
+        Trial(c, [Level(16, 700.0, 1.0, 90.0, True)], "probe"),
+    ]
+    console = Console(width=200, record=True)
+    console.print(table(goal, trials, a.key()))
+    rows = {line.split("│")[2].strip(): line for line in console.export_text().splitlines() if line.count("│") > 8}
+    assert rows[a.key() + " (winner)"].rstrip(" │").endswith("yes")
+    assert rows[b.key()].rstrip(" │").endswith("probe only")
+    assert rows[c.key()].rstrip(" │").endswith("no")
+
+
 def _flat(gains: dict[int, float], delay_gain: float = 1.0):
     """A saturated server: throughput by instance count (x delay_gain at delay 0), well inside any budget."""
 

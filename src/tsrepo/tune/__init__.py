@@ -287,6 +287,7 @@ def tune(
     begin = time.monotonic()
     _check(o)
     info = modelinfo.load(o.repo, o.model, option="MODEL")
+    current = current_candidate(info.config, str(info.folder / "config.pbtxt"))  # refuses a bad thread count
     notes: list[str] = []
     space = _space(o, info, notes)
     crowded = crowding(o, info.config) if Search(o.search) is Search.QUICK else None
@@ -316,7 +317,6 @@ def tune(
     run = results_mod.resume(o.resume, o.model, settings) if o.resume else results_mod.Run(o.model, settings)
     run.path = Path(o.resume or o.json_path) if (o.resume or o.json_path) else None
     done = run.done()
-    current = current_candidate(info.config)
     with _server(o, info, progress) as (url, served):
         bench_settings = measuring(
             goal,

@@ -156,14 +156,23 @@ def table(goal: Goal, trials: list[Trial], winner: str | None, limit: int = 20):
             f"{best.throughput:.1f}" if best else "-",
             f"{best.p50_ms:.2f}" if best else "-",
             f"{best.p99_ms:.2f}" if best else "-",
-            "yes" if best else ("no: " + trial.note if trial.note else "no"),
+            _meets(trial, best is not None),
         )
     return t
 
 
+def _meets(trial: Trial, met: bool) -> str:
+    """The table's "meets goal" cell. A probe's stable windows may meet the goal, but a probe only steers
+    the quick search (three short windows at one concurrency): its row says so, since no winner comes from it."""
+    if met:
+        return "probe only" if trial.kind == "probe" else "yes"
+    return "no: " + trial.note if trial.note else "no"
+
+
+# New columns go at the end: a script reading the CSV by position keeps working.
 CSV_COLUMNS = ["config", "kind", "instances", "max_batch_size", "dynamic_batching", "delay_us", "threads",
-               "concurrency", "measurement", "infer_per_s", "p50_ms", "p99_ms", "stable", "errors", "swap_s",
-               "note"]  # fmt: skip
+               "concurrency", "infer_per_s", "p50_ms", "p99_ms", "stable", "errors", "swap_s", "note",
+               "measurement"]  # fmt: skip
 
 
 def write_csv(trials: list[Trial], out: TextIO) -> None:
