@@ -205,22 +205,27 @@ AOTI_INPUT_RE = re.compile(r"INPUT__(\d+)")
 AOTI_OUTPUT_RE = re.compile(r"OUTPUT__(\d+)")
 
 
+# What std::stoi reads (the backend's ParseIntValue): C whitespace, a sign, digits; anything after is ignored.
+STOI_RE = re.compile(r"[ \t\n\v\f\r]*([+-]?[0-9]+)")
+C_INT = (-(2**31), 2**31 - 1)
+
+
 def thread_count(cfg: pb.ModelConfig, key: str, origin: str) -> int | None:
     """A thread-count parameter (INTRA_OP_THREAD_COUNT, INTER_OP_THREAD_COUNT) as the libtorch backend reads
-    it: absent, empty or below 1 leaves torch's default (None); anything but a whole number stops the
-    model from loading, a ConfigError naming `origin`, the key and the fix."""
+    it (std::stoi): the leading whole number, anything after it ignored ("2x" is 2); below 1 leaves torch's
+    default (None). A value that does not start with a number (an empty one too) or overflows a C int fails
+    the model's load on the server: a ConfigError naming `origin`, the key and the fix."""
     if key not in cfg.parameters:
         return None
-    text = cfg.parameters[key].string_value.strip()
-    if not text:
-        return None
-    try:
-        value = int(text)
-    except ValueError:
+    raw = cfg.parameters[key].string_value
+    m = STOI_RE.match(raw)
+    if m is None or not C_INT[0] <= int(m.group(1)) <= C_INT[1]:
+        why = "does not start with a whole number" if m is None else "is out of range"
         raise ConfigError(
-            f"{origin}: `parameters` {key} is {text!r}, not a whole number, and the model would fail to load;"
-            f' set a thread count (e.g. "1") or remove the parameter'
-        ) from None
+            f"{origin}: `parameters` {key} is {raw!r}, which {why}, and the libtorch backend fails to load the"
+            f' model on it; set a thread count (e.g. "1") or remove the parameter'
+        )
+    value = int(m.group(1))
     return value if value > 0 else None
 
 

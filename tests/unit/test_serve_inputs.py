@@ -163,7 +163,8 @@ def _broken(tmp_path: Path, case: str) -> tuple[Path, str]:
             repo,
             config='platform: "pytorch_libtorch"\nparameters { key: "INTER_OP_THREAD_COUNT" value { string_value: "x" } }',
         )
-        return repo, f"{folder / 'config.pbtxt'}: `parameters` INTER_OP_THREAD_COUNT is 'x', not a whole number"
+        what = "`parameters` INTER_OP_THREAD_COUNT is 'x', which does not start with a whole number"
+        return repo, f"{folder / 'config.pbtxt'}: {what}"
     raise AssertionError(case)
 
 

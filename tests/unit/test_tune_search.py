@@ -346,7 +346,9 @@ def test_a_finalists_sweep_leaves_out_the_levels_at_and_above_where_its_probe_mi
     )
     assert result.winner is not None and goal.best_level(result.winner.levels).concurrency == 16
     start = Candidate(1, 16, True, 0)
-    assert probes[start][0] == 32 and sweeps[start] == [16, 4]  # its probe missed at 32: 32 is not swept
+    # its probe missed at 32: 32 is not swept; it then met the budget at 15, giving less than 16 does, so
+    # 16 alone settles the sweep (levels below 15 give less still)
+    assert probes[start] == [32, 15] and sweeps[start] == [16]
     for c, levels in sweeps.items():
         missed = [n for n in probes[c] if 2.5 * n > 50.0]
         assert not missed or all(n < min(missed) for n in levels), (c, levels, probes[c])
@@ -508,15 +510,38 @@ def test_a_probe_near_the_budget_leaves_out_only_the_levels_littles_law_puts_a_t
     from tsrepo.tune.search import _missed_at
 
     goal = Goal(Objective.THROUGHPUT, 50.0)
+    saturated = Level(16, 98.0, 1.0, 35.0, True)  # a lower level that gave as much: more concurrency only queues
     # 10 % over at 24 (noise can do that): 24 itself stays, and so does everything up to where 55 x n / 24
     # is a third over the budget (n = 29.09); 30 and up are out
-    assert _missed_at(goal, [Level(24, 100.0, 1.0, 55.0, False)]) == 30
-    assert _missed_at(goal, [Level(20, 100.0, 1.0, 51.0, True)]) == 27  # 32 would be 82 ms
-    assert _missed_at(goal, [Level(24, 100.0, 1.0, 50.0, True)]) is None  # met: nothing is left out
-    assert _missed_at(goal, [Level(24, 100.0, 1.0, 66.0, True)]) == 25  # just under a third: 24 stays
+    assert _missed_at(goal, [saturated, Level(24, 100.0, 1.0, 55.0, False)]) == 30
+    assert _missed_at(goal, [Level(13, 96.0, 1.0, 30.0, True), Level(20, 100.0, 1.0, 51.0, True)]) == 27
+    assert _missed_at(goal, [saturated, Level(24, 100.0, 1.0, 50.0, True)]) is None  # met: nothing left out
+    assert _missed_at(goal, [saturated, Level(24, 100.0, 1.0, 66.0, True)]) == 25  # just under a third: 24 stays
+    # Not saturated (throughput still grows with concurrency): latency may stay flat while it does, so a
+    # near miss says nothing about higher levels (here p99 ~48 ms everywhere, 52 at 20 on noise).
+    assert _missed_at(goal, [Level(13, 520.0, 1.0, 47.0, True), Level(20, 800.0, 1.0, 52.0, True)]) is None
+    assert _missed_at(goal, [Level(24, 100.0, 1.0, 55.0, False)]) is None  # nothing below it to tell
+    # A third or more over the budget leaves the level out, saturated or not.
     assert _missed_at(goal, [Level(24, 100.0, 1.0, 70.0, False), Level(30, 100.0, 1.0, 90.0, True)]) == 24
     assert _missed_at(goal, [Level(24, 100.0, 1.0, 70.0, False, errors=3)]) is None
     assert _missed_at(Goal(Objective.THROUGHPUT), [Level(24, 100.0, 1.0, 900.0, True)]) is None
+
+
+def test_a_near_miss_before_saturation_leaves_the_higher_levels_in_the_sweep():
+    # The reviewer's case: throughput 40 x concurrency, p99 ~48 ms at every level; the probe reads 52 at 20.
+    goal = Goal(Objective.THROUGHPUT, 50.0)
+    sweeps: list[int] = []
+
+    def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
+        if kind == "sweep":
+            sweeps.extend(levels)
+        return Trial(
+            c, [Level(n, 40.0 * n, 1.0, 52.0 if kind == "probe" and n == 20 else 48.0, True) for n in levels], kind
+        )
+
+    start = Candidate(2, 5, True, 0)  # Model Analyzer's rule starts the probe at 20
+    result = quick(Space((2,), (5,), (0,), batching_off=False), goal, measure, [1, 4, 16, 32], start)
+    assert 32 in sweeps and goal.value(result.winner.levels) == 1280.0
 
 
 def test_a_resumed_probe_that_was_interrupted_after_a_miss_is_lowered_on_resume():
@@ -862,19 +887,28 @@ def test_a_probe_level_below_the_best_that_gave_no_more_settles_the_sweep():
 
     goal = Goal(Objective.THROUGHPUT, 50.0)
     c = Candidate(2, 8, True, 0)
-    throughput = {1: 300.0, 4: 600.0, 14: 820.0, 16: 800.0, 32: 790.0}
-    p99 = {1: 3.0, 4: 10.0, 14: 35.0, 16: 40.0, 32: 80.0}
+    throughput = {1: 300.0, 4: 600.0, 16: 800.0, 32: 790.0}
+    p99 = {1: 3.0, 4: 10.0, 16: 40.0, 32: 80.0}
     seen: list[int] = []
 
     def measure(c: Candidate, levels: list[int], kind: str) -> Trial:
         seen.extend(levels)
         return Trial(c, [Level(n, throughput[n], 1.0, p99[n], True) for n in levels], kind)
 
-    probe = [Level(14, 820.0, 1.0, 35.0, False)]  # unstable, as probes may be: it steers, it never wins
+    probe = [Level(14, 780.0, 1.0, 35.0, False)]  # unstable, as probes may be: it steers, it never wins
     trial = sweep_down(goal, measure, c, [1, 4, 16, 32], known=probe)
-    assert seen == [32, 16] and goal.value(trial.levels) == 800.0  # 14 gave 2.5 % more: within noise
-    # Without the probe, or with one that gave clearly more than the best, the sweep measures 4 as before.
-    for known in (None, [Level(14, 900.0, 1.0, 35.0, True)], [Level(14, 820.0, 1.0, 35.0, True, errors=1)]):
+    assert seen == [32, 16] and goal.value(trial.levels) == 800.0
+    # With 32 left out (the probe's miss), 16 is measured alone first: the probe at 14 settles it.
+    seen.clear()
+    trial = sweep_down(goal, measure, c, [1, 4, 16, 32], missed_at=17, known=probe)
+    assert seen == [16] and goal.value(trial.levels) == 800.0
+    # Without the probe, or with one that gave more than the best (a sign throughput falls with concurrency:
+    # no tolerance, as for the sweep's own levels), or one with errors, the sweep measures 4 as before.
+    for known in (
+        None,
+        [Level(14, 820.0, 1.0, 35.0, True)],
+        [Level(14, 780.0, 1.0, 35.0, True, errors=1)],
+    ):
         seen.clear()
         sweep_down(goal, measure, c, [1, 4, 16, 32], known=known)
         assert seen == [32, 16, 4], known
@@ -883,3 +917,9 @@ def test_a_probe_level_below_the_best_that_gave_no_more_settles_the_sweep():
     throughput[4], p99[4] = 900.0, 12.0
     trial = sweep_down(goal, measure, c, [1, 4, 16, 32], known=[Level(3, 500.0, 1.0, 8.0, True)])
     assert seen == [32, 16, 4] and goal.value(trial.levels) == 900.0
+    # The reviewer's case: a probe that gave more than the best below it, and a level further down that
+    # gives the most: the sweep goes down to it.
+    throughput.update({4: 1000.0, 16: 800.0, 32: 700.0})
+    seen.clear()
+    trial = sweep_down(goal, measure, c, [1, 4, 16, 32], known=[Level(14, 824.0, 1.0, 35.0, True)])
+    assert goal.value(trial.levels) == 1000.0

@@ -223,8 +223,8 @@ def crowding(o: Options, cfg) -> Callable[[Candidate], bool] | None:
 
 
 def _best_so_far(goal: Goal, trials: list, winner: Candidate | None) -> str:
-    """What a search stopped early has: its winner so far, else the best probe, which the ranked table may
-    show as meeting the goal although probes only steer (a winner needs a sweep)."""
+    """What a search stopped early has: its winner so far, else the best probe (the ranked table marks probe
+    rows "probe only": probes steer, a winner needs a sweep)."""
     if winner is not None:
         return f"best so far: {winner.key()}"
     probed = [t for t in trials if t.kind == "probe" and goal.value(t.levels) is not None]
@@ -287,7 +287,13 @@ def tune(
     begin = time.monotonic()
     _check(o)
     info = modelinfo.load(o.repo, o.model, option="MODEL")
-    current = current_candidate(info.config, str(info.folder / "config.pbtxt"))  # refuses a bad thread count
+    from tsrepo import config as config_mod
+    from tsrepo.serve import shadow
+
+    if shadow.is_libtorch(info.config):  # a thread count the backend would fail the load on, named before any load
+        for key in ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"):
+            config_mod.thread_count(info.config, key, str(info.folder / "config.pbtxt"))
+    current = current_candidate(info.config)
     notes: list[str] = []
     space = _space(o, info, notes)
     crowded = crowding(o, info.config) if Search(o.search) is Search.QUICK else None

@@ -174,10 +174,11 @@ def sweep_down(
     throughput rises with concurrency until the server saturates, and p99 rises with it: the best level
     is the highest that meets the budget unless a lower one gives more, so the sweep stops once a level
     below the best one measured gives less (two levels when the highest wins). `missed_at` is the lowest
-    concurrency at which the config's probe missed the p99 budget by a third or more: levels from there
-    up are left out (the lowest level never is). `known` is what the config's probe measured: a probe
-    level below the best that gave no more settles the sweep as a level of its own would (_less_below).
-    `have` is what an interrupted run measured already.
+    concurrency from which the config's probe puts p99 a third or more over the budget (_missed_at):
+    levels from there up are left out (the lowest level never is). `known` is what the config's probe
+    measured: a probe level below the best that gave no more settles the sweep as a level of its own
+    would (_less_below), so where one lies just below the highest level left, that level is measured
+    alone first. `have` is what an interrupted run measured already.
     Once settled, one unstable level that would have won is measured once more (see _second_chance), and
     the sweep goes on from there if it then counts.
     The latency objective measures every level."""
@@ -208,7 +209,8 @@ def sweep_down(
             continue
         if not missing:
             return trial
-        batch = missing[: 1 if measured else 2]
+        single = measured or _probed_just_below(known or [], missing)
+        batch = missing[: 1 if single else 2]
         tried.update(batch)
         trial = merge(trial, measure(c, batch, "sweep"))
 
@@ -263,13 +265,22 @@ def _settled(goal: Goal, levels: list[Level]) -> bool:
     return goal.best_level([lowest]) is None or lowest.throughput <= best_above.throughput
 
 
+def _probed_just_below(known: list[Level], order: list[int]) -> bool:
+    """A probe level that counts lies between the sweep's highest level and the next (or below the only
+    one): measuring the highest alone may settle the sweep against it (_less_below)."""
+    if not order:
+        return False
+    floor = order[1] if len(order) > 1 else 0
+    return any(floor < lv.concurrency < order[0] and lv.counts(steering=True) for lv in known)
+
+
 def _less_below(goal: Goal, levels: list[Level], known: list[Level], order: list[int]) -> bool:
     """A level the probe measured below the sweep's best, with none of the sweep's own levels between the
-    two left to measure, gave no more than the best (within QUICK_MIN_GAIN, tune's least spread between
-    two measurements of one config): it stands on the rising or flat side of throughput against
-    concurrency, and every level below it gives less, as _settled reasons from a level of the sweep's own.
-    In run Q of the benchmark each resnet_small finalist measured level 4 (three to six windows) after its
-    probe had shown at 14 what 16 gave."""
+    two left to measure, gave no more than the best: it stands on the rising or flat side of throughput
+    against concurrency, and every level below it gives less, as _settled reasons from a level of the
+    sweep's own (with no tolerance either: a lower level that gave more is a sign that throughput falls
+    with concurrency, where the sweep must go on down). In run Q of the benchmark each resnet_small
+    finalist measured level 4 (three to six windows) after its probe had measured 14."""
     best = goal.best_level(levels)
     if best is None:
         return False
@@ -280,7 +291,7 @@ def _less_below(goal: Goal, levels: list[Level], known: list[Level], order: list
             lv.concurrency < best.concurrency
             and not between
             and lv.counts(steering=True)
-            and lv.throughput <= best.throughput * (1 + QUICK_MIN_GAIN)
+            and lv.throughput <= best.throughput
         ):
             return True
     return False
@@ -323,20 +334,36 @@ def _at(levels: list[Level], concurrency: int) -> Level | None:
 
 def _missed_at(goal: Goal, levels: list[Level]) -> int | None:
     """The lowest concurrency from which every level misses the p99 budget by a third or more (1 / AIM),
-    judged from the measurements (stable or not, without errors) that missed it: p99 only grows with
-    concurrency, and past saturation in proportion to it (Little's law), so a level c that missed with
-    p99 P puts level n near P x n / c. A miss by a third or more leaves out c and everything above; a
-    smaller miss (noise can do that at c) only the levels far enough above c to be a third over all the
-    same: in run Q of the benchmark two resnet_small probes missed at 20 by 5-15 % and each sweep then
-    measured 32 for two to six windows only to give it up. None without a budget."""
+    judged from the measurements (stable or not, without errors) that missed it. p99 only grows with
+    concurrency: a miss by a third or more at level c leaves out c and everything above. A smaller miss
+    (noise can do that at c) leaves out only what Little's law puts a third over the budget, and only
+    where the probe shows the server saturated at c (a lower level it measured gave within 5 % of c's
+    throughput): past saturation latency grows in proportion to concurrency, so c's p99 P puts level n
+    near P x n / c; before it, latency may stay flat while throughput grows. In run Q of the benchmark
+    two resnet_small probes missed at 20 by 5-15 % (and gave as much at 14), and each sweep then measured
+    32 for two to six windows only to give it up. None without a budget."""
     if goal.budget is None:
         return None
-    over = [
-        max(lv.concurrency, math.floor(lv.concurrency * goal.budget / (AIM * lv.p99_ms)) + 1)
-        for lv in levels
-        if lv.errors == 0 and math.isfinite(lv.p99_ms) and lv.p99_ms > goal.budget
-    ]
+    over = []
+    for lv in levels:
+        if lv.errors or not math.isfinite(lv.p99_ms) or lv.p99_ms <= goal.budget:
+            continue
+        if lv.p99_ms > goal.budget / AIM:
+            over.append(lv.concurrency)
+        elif _saturated_at(lv, levels):
+            over.append(max(lv.concurrency, math.floor(lv.concurrency * goal.budget / (AIM * lv.p99_ms)) + 1))
     return min(over, default=None)
+
+
+def _saturated_at(top: Level, levels: list[Level]) -> bool:
+    """A level below `top` (counted, errors excepted) gave within QUICK_MIN_GAIN of its throughput: more
+    concurrency up to `top` brought no more throughput."""
+    return any(
+        lv.concurrency < top.concurrency
+        and lv.counts(steering=True)
+        and lv.throughput >= (1 - QUICK_MIN_GAIN) * top.throughput
+        for lv in levels
+    )
 
 
 def _missed_budget(goal: Goal, levels: list[Level], latest: int) -> bool:

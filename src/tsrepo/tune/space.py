@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from tritonclient.grpc import model_config_pb2 as pb
 
 from tsrepo.config import thread_count
-from tsrepo.errors import UsageError
+from tsrepo.errors import ConfigError, UsageError
 
 
 @dataclass(frozen=True)
@@ -195,18 +195,18 @@ class Space:
         return sorted((n for n in found if n in grid), key=Candidate.sort_key)
 
 
-def current_candidate(cfg: pb.ModelConfig, origin: str = "the model's config") -> Candidate:
-    """The config a repository ships today, as a point (it may lie outside the space). `origin` names the
-    config in the ConfigError a thread count that is not a number raises."""
+def current_candidate(cfg: pb.ModelConfig) -> Candidate:
+    """The config a repository ships today, as a point (it may lie outside the space). A thread count the
+    libtorch backend would refuse counts as none here: tune refuses it before this for a libtorch model
+    (config.thread_count), and another backend's parameter is its own."""
     instances = sum(g.count or 1 for g in cfg.instance_group) or 1
     batching = cfg.HasField("dynamic_batching")
     delay = cfg.dynamic_batching.max_queue_delay_microseconds if batching else 0
-    return Candidate(instances, cfg.max_batch_size, batching, int(delay), shipped_threads(cfg, origin))
-
-
-def shipped_threads(cfg: pb.ModelConfig, origin: str) -> int | None:
-    """INTRA_OP_THREAD_COUNT as the libtorch backend reads it (None: torch's default)."""
-    return thread_count(cfg, "INTRA_OP_THREAD_COUNT", origin)
+    try:
+        threads = thread_count(cfg, "INTRA_OP_THREAD_COUNT", "the model's config")
+    except ConfigError:
+        threads = None
+    return Candidate(instances, cfg.max_batch_size, batching, int(delay), threads)
 
 
 def apply(cfg: pb.ModelConfig, c: Candidate) -> pb.ModelConfig:
