@@ -229,6 +229,12 @@ def thread_count(cfg: pb.ModelConfig, key: str, origin: str) -> int | None:
     return value if value > 0 else None
 
 
+def check_thread_counts(cfg: pb.ModelConfig, origin: str) -> None:
+    """Both thread-count parameters read as the backend reads them: a ConfigError for one it fails the load on."""
+    for key in sorted(INT_PARAMETERS):
+        thread_count(cfg, key, origin)
+
+
 def check_aoti_rules(parsed: pb.ModelConfig, forward_args: list[str], origin: str) -> None:
     """What the PyTorch backend's torch_aoti path would refuse (rules and releases in export_aoti.py)."""
     if parsed.platform != "torch_aoti" or parsed.backend != "pytorch":

@@ -153,8 +153,7 @@ def read_model(model_dir: Path) -> tuple[pb.ModelConfig, list[Path]]:
     cfg = read_config(model_dir)
     versions = version_dirs(model_dir)
     if is_libtorch(cfg):
-        for key in ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"):
-            config_mod.thread_count(cfg, key, str(model_dir / "config.pbtxt"))
+        config_mod.check_thread_counts(cfg, str(model_dir / "config.pbtxt"))
         for v in versions:
             model_file = v / libtorch_file(cfg)
             if not model_file.is_file():

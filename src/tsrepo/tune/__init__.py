@@ -291,8 +291,7 @@ def tune(
     from tsrepo.serve import shadow
 
     if shadow.is_libtorch(info.config):  # a thread count the backend would fail the load on, named before any load
-        for key in ("INTRA_OP_THREAD_COUNT", "INTER_OP_THREAD_COUNT"):
-            config_mod.thread_count(info.config, key, str(info.folder / "config.pbtxt"))
+        config_mod.check_thread_counts(info.config, str(info.folder / "config.pbtxt"))
     current = current_candidate(info.config)
     notes: list[str] = []
     space = _space(o, info, notes)
